@@ -1,0 +1,218 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#ifndef IMM_PRIVATE_H
+#define IMM_PRIVATE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <syslog.h>
+
+#include <libimmutable/libimmutable.h>
+
+#define IMM_EXPORT __attribute__((visibility("default")))
+#define IMM_PRINTF(a, b) __attribute__((format(printf, a, b)))
+
+/*
+ * Locking.  ctx->lock guards the fd table, the event queue, the breaking
+ * list and the notifier's lifecycle.  h->lock guards a handle's state and
+ * seal.  Order: h->lock, then ctx->lock; never the other way round.  No
+ * lock is held while an application callback runs.
+ */
+
+/* One extent, as FIEMAP reports it, merged and clipped (extents.c). */
+struct imm_extent {
+	uint64_t logical;
+	uint64_t physical;
+	uint64_t length;
+	uint32_t flags;
+};
+
+struct imm_extent_map {
+	struct imm_extent *ext;
+	size_t n;
+	size_t cap;
+	bool alloc_only;	/* built from SEEK_DATA/SEEK_HOLE, no physical */
+};
+
+struct imm_event {
+	atomic_int refcount;
+	int type;
+	struct imm_handle *handle;	/* holds a reference */
+	uint64_t seal_gen;		/* drop if the handle re-sealed since */
+	uint64_t time_ns;
+	uint64_t deadline_ns;
+	uint64_t revoke_ns;
+	uint64_t offset;
+	struct imm_event *next;
+};
+
+struct imm_seal_backend;
+
+struct imm_ctx {
+	atomic_int refcount;
+	pid_t pid;			/* fork detection */
+	void *userdata;
+
+	imm_log_fn log_fn;
+	void *log_data;
+	int log_priority;
+
+	const struct imm_seal_backend *backend;
+	int signo;
+	uint32_t revoke_margin_ms;
+
+	imm_event_fn event_fn;
+	void *event_data;
+	uint32_t event_flags;
+
+	pthread_mutex_t lock;
+	int event_fd;			/* eventfd handed to the application */
+	struct imm_event *queue_head;
+	struct imm_event *queue_tail;
+
+	/* handles by fd number: si_fd of a break signal -> handle, O(1) */
+	struct imm_handle **by_fd;
+	size_t by_fd_len;
+
+	/* handles in BREAKING, sorted by revoke time */
+	struct imm_handle *breaking;
+
+	/* notifier thread (notify.c), started by the first seal */
+	bool notifier_running;
+	pthread_t notifier;
+	pid_t notifier_tid;
+	int sig_fd;
+	int timer_fd;
+	int wake_fd;
+	bool free_on_notifier_exit;	/* last unref ran on the notifier */
+};
+
+struct imm_handle {
+	atomic_int refcount;
+	struct imm_ctx *ctx;
+	pthread_mutex_t lock;
+	int fd;
+	bool writable;
+	uint64_t fs_magic;
+	uint32_t block_size;
+	void *userdata;
+
+	int state;			/* enum imm_handle_state */
+	uint64_t seal_gen;
+	uint64_t seal_off;
+	uint64_t seal_len;
+	uint32_t seal_flags;
+	uint32_t revoke_margin_ms;
+	int lease_break_time;		/* seconds, read when sealed */
+	bool sealing;			/* inside imm_seal() */
+	bool broken_while_sealing;	/* a break arrived during imm_seal() */
+	bool mismatch_reported;		/* one VERIFY_MISMATCH event per seal */
+	struct imm_extent_map snapshot;
+
+	/* BREAKING bookkeeping, under ctx->lock */
+	uint64_t break_ns;
+	uint64_t deadline_ns;
+	uint64_t revoke_ns;
+	struct imm_handle *breaking_next;
+};
+
+/* log.c */
+void imm_log(const struct imm_ctx *ctx, int priority, const char *file,
+	     int line, const char *fn, const char *format, ...)
+	IMM_PRINTF(6, 7);
+void imm_log_init(struct imm_ctx *ctx);
+
+#define imm_log_cond(ctx, prio, ...)                                        \
+	do {                                                                \
+		if ((ctx)->log_priority >= (prio))                          \
+			imm_log((ctx), (prio), __FILE__, __LINE__, __func__,  \
+				__VA_ARGS__);                               \
+	} while (0)
+#define dbg(ctx, ...) imm_log_cond(ctx, LOG_DEBUG, __VA_ARGS__)
+#define info(ctx, ...) imm_log_cond(ctx, LOG_INFO, __VA_ARGS__)
+#define warn(ctx, ...) imm_log_cond(ctx, LOG_WARNING, __VA_ARGS__)
+#define err(ctx, ...) imm_log_cond(ctx, LOG_ERR, __VA_ARGS__)
+
+/* util.c */
+uint64_t imm_now_ns(void);
+int imm_read_sysctl_int(const char *path, int *ret_value);
+bool imm_range_valid(uint64_t offset, uint64_t length, uint64_t size,
+		     int *ret_errno);
+void imm_range_align(uint64_t offset, uint64_t length, uint32_t block,
+		     uint64_t *ret_start, uint64_t *ret_end);
+int imm_opts_check(const void *opts, size_t known_size, size_t given_size);
+bool imm_forked(const struct imm_ctx *ctx);
+int imm_check_fork(const struct imm_ctx *ctx, const char *what);
+
+/* ctx.c */
+void imm_ctx_destroy(struct imm_ctx *ctx);
+struct imm_handle *imm_ctx_handle_by_fd(struct imm_ctx *ctx, int fd);
+int imm_ctx_track(struct imm_ctx *ctx, struct imm_handle *h);
+void imm_ctx_untrack(struct imm_ctx *ctx, struct imm_handle *h);
+
+/* handle.c */
+struct imm_handle *imm_handle_ref(struct imm_handle *h);
+void imm_handle_unref(struct imm_handle *h);
+
+/* fscheck.c */
+int imm_fscheck_type(struct imm_ctx *ctx, int fd, const char *what);
+int imm_fscheck_fd(struct imm_ctx *ctx, int fd, const char *what,
+		   uint64_t *ret_magic, uint32_t *ret_block);
+const char *imm_fs_name(uint64_t magic);
+bool imm_fs_has_fiemap(uint64_t magic);
+
+/* extents.c */
+void imm_extent_map_free(struct imm_extent_map *map);
+int imm_extent_map_push(struct imm_extent_map *map, const struct imm_extent *e);
+void imm_extent_map_normalize(struct imm_extent_map *map);
+void imm_extent_map_shrink(struct imm_extent_map *map);
+int imm_extent_map_read(struct imm_ctx *ctx, int fd, uint64_t start,
+			uint64_t end, bool alloc_only, bool sync,
+			struct imm_extent_map *out);
+bool imm_extent_map_equal(const struct imm_extent_map *a,
+			  const struct imm_extent_map *b,
+			  uint64_t *ret_first_diff);
+void imm_extent_map_summarize(const struct imm_extent_map *map,
+			      uint64_t start, uint64_t end,
+			      struct imm_layout_info *info);
+bool imm_extent_map_final(const struct imm_extent_map *map, uint64_t start,
+			  uint64_t end, uint64_t *ret_bad_offset,
+			  uint32_t *ret_bad_flags);
+
+/* prepare.c */
+int imm_prepare(struct imm_handle *h, int fd, uint64_t start, uint64_t end);
+
+/* seal backends (seal-lease.c; seal-layout.c with the companion patch) */
+struct imm_seal_backend {
+	int id;				/* enum imm_backend */
+	const char *name;
+	int (*probe)(struct imm_ctx *ctx);
+	int (*seal)(struct imm_handle *h, uint32_t flags);
+	int (*unseal)(struct imm_handle *h);
+	/* 1: the kernel has a break pending for this seal, 0: no, <0: error */
+	int (*break_pending)(struct imm_handle *h);
+};
+extern const struct imm_seal_backend imm_seal_lease;
+
+/* seal.c: teardown in the one safe order; h->lock held */
+int imm_seal_teardown(struct imm_handle *h, int new_state);
+int imm_seal_verify(struct imm_handle *h, struct imm_event **ret_ev);
+
+/* notify.c */
+int imm_notifier_start(struct imm_ctx *ctx);
+void imm_notifier_stop(struct imm_ctx *ctx);
+void imm_notifier_rearm(struct imm_ctx *ctx);
+bool imm_notifier_is_self(const struct imm_ctx *ctx);
+void imm_breaking_remove(struct imm_ctx *ctx, struct imm_handle *h);
+
+/* event.c */
+struct imm_event *imm_event_new(int type, struct imm_handle *h);
+void imm_event_post(struct imm_ctx *ctx, struct imm_event *ev);
+void imm_event_deliver(struct imm_ctx *ctx, struct imm_event *ev);
+void imm_event_purge_handle(struct imm_ctx *ctx, struct imm_handle *h);
+void imm_event_purge_all(struct imm_ctx *ctx);
+bool imm_event_stale(const struct imm_event *ev);
+
+#endif /* IMM_PRIVATE_H */

@@ -1,0 +1,123 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/*
+ * The seal backend for stock kernels: a file lease on the handle's open
+ * file.  A read lease breaks when anyone opens the file for writing or
+ * truncates it; a write lease also when anyone opens it at all.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "private.h"
+
+static int lease_probe(struct imm_ctx *ctx)
+{
+	(void)ctx;
+	/* The sysctl exists exactly when the kernel has CONFIG_FILE_LOCKING. */
+	return access("/proc/sys/fs/leases-enable", F_OK) ? -EOPNOTSUPP : 0;
+}
+
+static int lease_type(uint32_t flags)
+{
+	return (flags & IMM_SEAL_EXCLUSIVE) ? F_WRLCK : F_RDLCK;
+}
+
+static int lease_error(struct imm_handle *h, int e, int type)
+{
+	struct imm_ctx *ctx = h->ctx;
+	int enabled;
+
+	switch (e) {
+	case EAGAIN:
+		if (type == F_RDLCK)
+			err(ctx, "a shared seal needs the file to have no writer, "
+				 "and it is open for writing somewhere (perhaps "
+				 "in this process); close the writers and retry");
+		else
+			err(ctx, "an exclusive seal needs this handle's open to be "
+				 "the file's only one, and it is open elsewhere "
+				 "(perhaps in this process); close the other opens "
+				 "or take a shared seal");
+		return -EAGAIN;
+	case EACCES:
+		err(ctx, "only the file's owner or a process with CAP_LEASE can "
+			 "seal it; chown the file or grant CAP_LEASE");
+		return -EACCES;
+	case EINVAL:
+		if (imm_read_sysctl_int("/proc/sys/fs/leases-enable", &enabled) == 0 &&
+		    !enabled)
+			err(ctx, "file leases are disabled (/proc/sys/fs/leases-enable "
+				 "is 0), and seals are built on them here; enable "
+				 "them with: sysctl fs.leases-enable=1");
+		else
+			err(ctx, "the filesystem refused the lease: it does not "
+				 "support leases");
+		return -EOPNOTSUPP;
+	default:
+		err(ctx, "F_SETLEASE: %s", strerror(e));
+		return -e;
+	}
+}
+
+static int lease_seal(struct imm_handle *h, uint32_t flags)
+{
+	struct imm_ctx *ctx = h->ctx;
+	int type = lease_type(flags);
+	struct f_owner_ex owner = {
+		.type = F_OWNER_TID,
+		.pid = ctx->notifier_tid,
+	};
+	int r;
+
+	/*
+	 * Aim the break signal at the notifier thread before the lease
+	 * exists: F_SETLEASE keeps an owner that is already set, and
+	 * F_UNLCK cleared both, so a lease taken without this would signal
+	 * the whole process with SIGIO, whose default action kills it.
+	 */
+	if (fcntl(h->fd, F_SETOWN_EX, &owner) < 0 ||
+	    fcntl(h->fd, F_SETSIG, ctx->signo) < 0) {
+		r = -errno;
+		err(ctx, "cannot direct break signals to the notifier: %s",
+		    strerror(-r));
+		return r;
+	}
+	if (fcntl(h->fd, F_SETLEASE, type) < 0)
+		return lease_error(h, errno, type);
+	return 0;
+}
+
+static int lease_unseal(struct imm_handle *h)
+{
+	if (fcntl(h->fd, F_SETLEASE, F_UNLCK) < 0) {
+		int r = -errno;
+
+		/* Gone already: the kernel's break timer removed it. */
+		if (r == -EAGAIN || r == -ENOENT)
+			return 0;
+		err(h->ctx, "dropping the lease: %s", strerror(-r));
+		return r;
+	}
+	return 0;
+}
+
+/* F_GETLEASE reports the type the lease is being broken to. */
+static int lease_break_pending(struct imm_handle *h)
+{
+	int t = fcntl(h->fd, F_GETLEASE);
+
+	if (t < 0)
+		return -errno;
+	return t != lease_type(h->seal_flags);
+}
+
+const struct imm_seal_backend imm_seal_lease = {
+	.id = IMM_BACKEND_LEASE,
+	.name = "lease",
+	.probe = lease_probe,
+	.seal = lease_seal,
+	.unseal = lease_unseal,
+	.break_pending = lease_break_pending,
+};

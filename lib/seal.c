@@ -1,0 +1,482 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/*
+ * Seal, verify, release: the handle's state machine.
+ *
+ *   OPEN --seal--> SEALED --break--> BREAKING --deadline-margin--> REVOKED
+ *                    |  \--verify mismatch--> DEFEATED               |
+ *                    +------------- release ------------> OPEN <-----+
+ *
+ * The handle lock is held only to look at and to change that state, never
+ * across a lease, a FIEMAP or preparation: the notifier takes the same
+ * lock to record a break, and must never wait behind I/O.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "private.h"
+
+static bool is_sealed(int state)
+{
+	return state == IMM_STATE_SEALED || state == IMM_STATE_BREAKING ||
+	       state == IMM_STATE_DEFEATED;
+}
+
+/*
+ * The one safe order: registrations, then mappings, then the seal.  Later
+ * pieces (mappings, MRs) hook in above the unseal.  h->lock held.
+ */
+int imm_seal_teardown(struct imm_handle *h, int new_state)
+{
+	int r = 0;
+
+	if (is_sealed(h->state))
+		r = h->ctx->backend->unseal(h);
+	if (h->state == IMM_STATE_BREAKING)
+		imm_breaking_remove(h->ctx, h);
+	imm_extent_map_free(&h->snapshot);
+	h->state = new_state;
+	return r;
+}
+
+static int check_seal_args(struct imm_handle *h, uint32_t flags,
+			   const struct imm_seal_opts *opts)
+{
+	struct imm_ctx *ctx = h->ctx;
+	uint32_t mode = flags & (IMM_SEAL_SHARED | IMM_SEAL_EXCLUSIVE);
+	uint32_t known = IMM_SEAL_SHARED | IMM_SEAL_EXCLUSIVE |
+			 IMM_SEAL_NO_PREPARE;
+	int r;
+
+	if (flags & ~known) {
+		err(ctx, "imm_seal: unknown flags 0x%x", flags & ~known);
+		return -EINVAL;
+	}
+	if (mode != IMM_SEAL_SHARED && mode != IMM_SEAL_EXCLUSIVE) {
+		err(ctx, "imm_seal: give exactly one of IMM_SEAL_SHARED and "
+			 "IMM_SEAL_EXCLUSIVE");
+		return -EINVAL;
+	}
+	if (mode == IMM_SEAL_SHARED && h->writable) {
+		err(ctx, "a shared seal needs a handle opened IMM_RDONLY: a "
+			 "writable open is itself a writer, and the kernel grants "
+			 "no read lease while one exists");
+		return -EBADF;
+	}
+	if (opts) {
+		r = imm_opts_check(opts, sizeof(*opts), opts->sz);
+		if (r == 0 && opts->sz >= sizeof(*opts) && opts->reserved)
+			r = -EINVAL;
+		if (r < 0) {
+			err(ctx, "imm_seal: struct imm_seal_opts has unknown "
+				 "non-zero fields (sz %zu); set sz = sizeof and "
+				 "zero what you do not use", opts->sz);
+			return r;
+		}
+	}
+	return 0;
+}
+
+static uint32_t margin_of(struct imm_handle *h, const struct imm_seal_opts *opts)
+{
+	if (opts && opts->sz >= offsetof(struct imm_seal_opts, revoke_margin_ms) +
+					sizeof(opts->revoke_margin_ms) &&
+	    opts->revoke_margin_ms)
+		return opts->revoke_margin_ms;
+	return h->ctx->revoke_margin_ms;
+}
+
+/* A writable open of a read-only handle's file, for preparation only. */
+static int reopen_writable(struct imm_handle *h)
+{
+	char path[64];
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", h->fd);
+	/* O_NONBLOCK: a lease held elsewhere fails this at once */
+	fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0) {
+		int r = -errno;
+
+		if (r == -EWOULDBLOCK)
+			err(h->ctx, "the range needs preparation, and another open "
+				    "file holds a lease on it; retry once it has "
+				    "released");
+		else
+			err(h->ctx, "the range needs preparation (holes, unwritten "
+				    "or shared extents), which needs write access: "
+				    "%s; prepare it once from a writable open",
+			    strerror(-r));
+		return r;
+	}
+	return fd;
+}
+
+static int not_final(struct imm_handle *h, uint64_t bad, uint32_t bad_flags,
+		     const char *why)
+{
+	if (bad_flags)
+		err(h->ctx, "the block map at offset %llu is not final (extent "
+			    "flags 0x%x: unwritten, shared, delayed or unknown): "
+			    "%s", (unsigned long long)bad, bad_flags, why);
+	else
+		err(h->ctx, "the block map at offset %llu is not final (a hole): "
+			    "%s", (unsigned long long)bad, why);
+	return -EUCLEAN;
+}
+
+/* What imm_seal() works on while it does not hold the handle lock. */
+struct sealing {
+	uint64_t start;
+	uint64_t end;
+	uint32_t flags;
+	bool alloc_only;
+	bool leased;
+	struct imm_extent_map map;
+};
+
+static int read_map(struct imm_handle *h, struct sealing *s)
+{
+	return imm_extent_map_read(h->ctx, h->fd, s->start, s->end,
+				   s->alloc_only, true, &s->map);
+}
+
+static bool map_final(struct sealing *s, uint64_t *bad, uint32_t *bad_flags)
+{
+	return imm_extent_map_final(&s->map, s->start, s->end, bad, bad_flags);
+}
+
+/* A read lease forbids writers, ours included: prepare first, through a
+ * short-lived writable open. */
+static int prepare_for_shared(struct imm_handle *h, struct sealing *s)
+{
+	uint64_t bad;
+	uint32_t bad_flags;
+	int r, wfd;
+
+	r = read_map(h, s);
+	if (r < 0 || map_final(s, &bad, &bad_flags))
+		return r;
+	if (s->flags & IMM_SEAL_NO_PREPARE)
+		return not_final(h, bad, bad_flags,
+				 "IMM_SEAL_NO_PREPARE forbids preparing it");
+	wfd = reopen_writable(h);
+	if (wfd < 0)
+		return wfd;
+	r = imm_prepare(h, wfd, s->start, s->end);
+	close(wfd);
+	return r;
+}
+
+/* Under an exclusive lease nobody else has the file open: prepare in
+ * place, through the handle's own open. */
+static int prepare_in_place(struct imm_handle *h, struct sealing *s)
+{
+	uint64_t bad;
+	uint32_t bad_flags;
+	int r;
+
+	if (map_final(s, &bad, &bad_flags))
+		return 0;
+	if (s->flags & IMM_SEAL_NO_PREPARE)
+		return not_final(h, bad, bad_flags,
+				 "IMM_SEAL_NO_PREPARE forbids preparing it");
+	if (!h->writable) {
+		err(h->ctx, "the range needs preparation, which writes, and the "
+			    "handle is read-only; open it IMM_RDWR");
+		return -EBADF;
+	}
+	r = imm_prepare(h, h->fd, s->start, s->end);
+	return r < 0 ? r : read_map(h, s);
+}
+
+/* The work of a seal, without the handle lock: lease, prepare, snapshot. */
+static int seal_work(struct imm_handle *h, struct sealing *s)
+{
+	uint64_t bad;
+	uint32_t bad_flags;
+	int r = 0;
+
+	if (s->flags & IMM_SEAL_SHARED)
+		r = prepare_for_shared(h, s);
+	if (r == 0)
+		r = h->ctx->backend->seal(h, s->flags);
+	if (r < 0)
+		return r;
+	s->leased = true;
+	r = read_map(h, s);
+	if (r == 0 && (s->flags & IMM_SEAL_EXCLUSIVE))
+		r = prepare_in_place(h, s);
+	if (r == 0 && !map_final(s, &bad, &bad_flags))
+		r = not_final(h, bad, bad_flags, "it changed between preparation "
+			      "and sealing; another writer may be at work: retry");
+	if (r == 0 && fsync(h->fd) < 0) {
+		r = -errno;
+		err(h->ctx, "fsync: %s", strerror(-r));
+	}
+	return r;
+}
+
+/* h->lock held: may this handle start a seal over [offset, +length)? */
+static int seal_begin(struct imm_handle *h, uint64_t offset, uint64_t length,
+		      struct sealing *s)
+{
+	struct imm_ctx *ctx = h->ctx;
+	struct stat st;
+	int e;
+
+	if (h->sealing || (h->state != IMM_STATE_OPEN &&
+			   h->state != IMM_STATE_REVOKED)) {
+		err(ctx, "imm_seal: the handle is %s; %s",
+		    h->sealing ? "being sealed" : imm_state_name(h->state),
+		    h->state == IMM_STATE_CLOSED ? "it was closed" :
+		    h->sealing ? "by another thread" : "imm_release() it first");
+		return h->state == IMM_STATE_CLOSED ? -EBADF : -EBUSY;
+	}
+	if (fstat(h->fd, &st) < 0)
+		return -errno;
+	if (!imm_range_valid(offset, length, (uint64_t)st.st_size, &e)) {
+		err(ctx, "imm_seal: range [%llu, +%llu) %s (file size %lld); "
+			 "seal a non-empty range inside the file, or grow the "
+			 "file first", (unsigned long long)offset,
+		    (unsigned long long)length,
+		    e == EOVERFLOW ? "overflows" :
+		    length == 0 ? "is empty" : "extends past EOF",
+		    (long long)st.st_size);
+		return -e;
+	}
+	imm_range_align(offset, length, h->block_size, &s->start, &s->end);
+	s->alloc_only = !imm_fs_has_fiemap(h->fs_magic);
+	h->sealing = true;
+	h->broken_while_sealing = false;
+	h->state = IMM_STATE_OPEN;	/* a REVOKED handle seals afresh */
+	h->seal_flags = s->flags;	/* the backend's break check reads it */
+	return 0;
+}
+
+/* h->lock held: make the seal visible, or undo it. */
+static int seal_commit(struct imm_handle *h, struct sealing *s, int r,
+		       uint64_t offset, uint64_t length, int lbt,
+		       uint32_t margin)
+{
+	h->sealing = false;
+	if (r == 0 && h->broken_while_sealing) {
+		err(h->ctx, "another process opened or truncated the file while it "
+			    "was being sealed; the seal was given up: retry");
+		r = -EAGAIN;
+	}
+	if (r < 0) {
+		if (s->leased)
+			h->ctx->backend->unseal(h);
+		return r;
+	}
+	imm_extent_map_free(&h->snapshot);
+	imm_extent_map_shrink(&s->map);
+	h->snapshot = s->map;
+	s->map = (struct imm_extent_map){ 0 };
+	h->state = IMM_STATE_SEALED;
+	h->seal_gen++;
+	h->seal_off = offset;
+	h->seal_len = length;
+	h->lease_break_time = lbt;
+	h->revoke_margin_ms = margin;
+	h->mismatch_reported = false;
+	h->break_ns = h->deadline_ns = h->revoke_ns = 0;
+	return 0;
+}
+
+IMM_EXPORT int imm_seal(struct imm_handle *h, uint64_t offset, uint64_t length,
+			uint32_t flags, const struct imm_seal_opts *opts)
+{
+	struct sealing s = { .flags = flags };
+	struct imm_ctx *ctx;
+	int r, lbt;
+
+	if (!h)
+		return -EINVAL;
+	ctx = h->ctx;
+	r = imm_check_fork(ctx, "imm_seal");
+	if (r < 0)
+		return r;
+	r = check_seal_args(h, flags, opts);
+	if (r < 0)
+		return r;
+	r = imm_notifier_start(ctx);
+	if (r < 0)
+		return r;
+	lbt = imm_ctx_get_lease_break_time(ctx);	/* the deadline to plan */
+	if (lbt < 0)
+		return lbt;
+
+	pthread_mutex_lock(&h->lock);
+	r = seal_begin(h, offset, length, &s);
+	pthread_mutex_unlock(&h->lock);
+	if (r < 0)
+		return r;
+
+	r = seal_work(h, &s);
+
+	pthread_mutex_lock(&h->lock);
+	r = seal_commit(h, &s, r, offset, length, lbt, margin_of(h, opts));
+	pthread_mutex_unlock(&h->lock);
+	if (r == 0)
+		dbg(ctx, "sealed [%llu, +%llu) %s, %zu extents",
+		    (unsigned long long)offset, (unsigned long long)length,
+		    (flags & IMM_SEAL_EXCLUSIVE) ? "exclusive" : "shared",
+		    h->snapshot.n);
+	imm_extent_map_free(&s.map);
+	return r;
+}
+
+IMM_EXPORT int imm_release(struct imm_handle *h)
+{
+	int r;
+
+	if (!h)
+		return -EINVAL;
+	r = imm_check_fork(h->ctx, "imm_release");
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&h->lock);
+	if (h->sealing) {
+		err(h->ctx, "imm_release: imm_seal() is in progress on another "
+			    "thread");
+		r = -EBUSY;
+	} else {
+		switch (h->state) {
+		case IMM_STATE_REVOKED:
+			h->state = IMM_STATE_OPEN;	/* acknowledged */
+			break;
+		case IMM_STATE_OPEN:
+			err(h->ctx, "imm_release: the handle holds no seal");
+			r = -EINVAL;
+			break;
+		case IMM_STATE_CLOSED:
+			r = -EBADF;
+			break;
+		default:
+			r = imm_seal_teardown(h, IMM_STATE_OPEN);
+		}
+	}
+	pthread_mutex_unlock(&h->lock);
+	return r;
+}
+
+/* h->lock held: the map changed; say so, once per seal. */
+static struct imm_event *mismatch(struct imm_handle *h, uint64_t diff)
+{
+	struct imm_event *ev = NULL;
+
+	err(h->ctx, "the block map changed under the seal at offset %llu: a "
+		    "process sharing this open file, or one that had it open "
+		    "before, remapped it; release the seal and re-seal",
+	    (unsigned long long)diff);
+	if (h->state == IMM_STATE_SEALED)
+		h->state = IMM_STATE_DEFEATED;
+	if (h->mismatch_reported)
+		return NULL;
+	h->mismatch_reported = true;
+	ev = imm_event_new(IMM_EVENT_VERIFY_MISMATCH, h);
+	if (ev) {
+		ev->offset = diff;
+		if (h->state == IMM_STATE_BREAKING) {
+			ev->deadline_ns = h->deadline_ns;
+			ev->revoke_ns = h->revoke_ns;
+		}
+	}
+	return ev;
+}
+
+/*
+ * Compare the map with the snapshot.  The FIEMAP runs on a duplicate of
+ * the handle's fd with no lock held, so a release or a dispatch never waits
+ * for it; the comparison happens under the lock, against the same seal.
+ * Returns -EINVAL if there is no seal, -ESTALE on a mismatch (and, the first
+ * time for this seal, an event in *ret_ev for the caller to deliver).
+ */
+int imm_seal_verify(struct imm_handle *h, struct imm_event **ret_ev)
+{
+	struct imm_extent_map now = { .alloc_only = false };
+	uint64_t start, end, gen, diff;
+	bool alloc_only;
+	int fd, r;
+
+	pthread_mutex_lock(&h->lock);
+	if (!is_sealed(h->state) || h->sealing) {
+		pthread_mutex_unlock(&h->lock);
+		return h->state == IMM_STATE_CLOSED ? -EBADF : -EINVAL;
+	}
+	fd = fcntl(h->fd, F_DUPFD_CLOEXEC, 3);
+	gen = h->seal_gen;
+	alloc_only = h->snapshot.alloc_only;
+	imm_range_align(h->seal_off, h->seal_len, h->block_size, &start, &end);
+	pthread_mutex_unlock(&h->lock);
+	if (fd < 0)
+		return -errno;
+
+	r = imm_extent_map_read(h->ctx, fd, start, end, alloc_only, false, &now);
+	close(fd);
+	if (r < 0)
+		return r;
+
+	pthread_mutex_lock(&h->lock);
+	if (gen == h->seal_gen && is_sealed(h->state) &&
+	    !imm_extent_map_equal(&h->snapshot, &now, &diff)) {
+		*ret_ev = mismatch(h, diff);
+		r = -ESTALE;
+	}
+	pthread_mutex_unlock(&h->lock);
+	imm_extent_map_free(&now);
+	return r;
+}
+
+IMM_EXPORT int imm_verify(struct imm_handle *h)
+{
+	struct imm_event *ev = NULL;
+	int r;
+
+	if (!h)
+		return -EINVAL;
+	r = imm_check_fork(h->ctx, "imm_verify");
+	if (r < 0)
+		return r;
+	r = imm_seal_verify(h, &ev);
+	if (r == -EINVAL)
+		err(h->ctx, "imm_verify: the handle is %s, there is no seal to "
+			    "verify", imm_state_name(imm_handle_get_state(h)));
+	if (ev)
+		imm_event_deliver(h->ctx, ev);
+	return r;
+}
+
+IMM_EXPORT int imm_handle_get_seal(const struct imm_handle *h,
+				   uint64_t *ret_offset, uint64_t *ret_length,
+				   uint32_t *ret_flags)
+{
+	struct imm_handle *m = (struct imm_handle *)h;
+	int r;
+
+	if (!h)
+		return -EINVAL;
+	r = imm_check_fork(h->ctx, "imm_handle_get_seal");
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&m->lock);
+	if (!is_sealed(h->state) || h->sealing) {
+		r = -ENODATA;
+	} else {
+		if (ret_offset)
+			*ret_offset = h->seal_off;
+		if (ret_length)
+			*ret_length = h->seal_len;
+		if (ret_flags)
+			*ret_flags = h->seal_flags;
+	}
+	pthread_mutex_unlock(&m->lock);
+	return r;
+}

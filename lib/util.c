@@ -1,0 +1,115 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/* Small helpers shared by the pieces: time, sysctl reads, range math. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "private.h"
+
+uint64_t imm_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int imm_read_sysctl_int(const char *path, int *ret_value)
+{
+	char buf[32];
+	char *end;
+	ssize_t n;
+	long v;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	do {
+		n = read(fd, buf, sizeof(buf) - 1);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		int e = -errno;
+
+		close(fd);
+		return e;
+	}
+	close(fd);
+	buf[n] = '\0';
+	errno = 0;
+	v = strtol(buf, &end, 10);
+	if (errno || end == buf || v < 0 || v > 0x7fffffff)
+		return -EINVAL;
+	*ret_value = (int)v;
+	return 0;
+}
+
+/*
+ * A seal range must be non-empty, must not wrap and must lie inside the
+ * file: growing the file is a layout change the caller has to make first.
+ */
+bool imm_range_valid(uint64_t offset, uint64_t length, uint64_t size,
+		     int *ret_errno)
+{
+	if (length == 0) {
+		*ret_errno = EINVAL;
+		return false;
+	}
+	if (offset > UINT64_MAX - length || offset + length > (uint64_t)INT64_MAX) {
+		*ret_errno = EOVERFLOW;
+		return false;
+	}
+	if (offset + length > size) {
+		*ret_errno = EINVAL;
+		return false;
+	}
+	return true;
+}
+
+/* Widen [offset, offset+length) to whole filesystem blocks. */
+void imm_range_align(uint64_t offset, uint64_t length, uint32_t block,
+		     uint64_t *ret_start, uint64_t *ret_end)
+{
+	uint64_t b = block ? block : 4096;
+	uint64_t end = offset + length;
+
+	*ret_start = offset - offset % b;
+	*ret_end = end % b ? end + (b - end % b) : end;
+}
+
+/*
+ * Size-prefixed option structs (libbpf style): a caller built against an
+ * older header passes a smaller struct, which is fine; a newer caller's
+ * bytes beyond what this library knows must be zero, or it would be asking
+ * for something this version cannot do.
+ */
+int imm_opts_check(const void *opts, size_t known_size, size_t given_size)
+{
+	const unsigned char *p = opts;
+
+	if (given_size < sizeof(size_t))
+		return -EINVAL;
+	for (size_t i = known_size; i < given_size; i++)
+		if (p[i])
+			return -E2BIG;
+	return 0;
+}
+
+bool imm_forked(const struct imm_ctx *ctx)
+{
+	return getpid() != ctx->pid;
+}
+
+int imm_check_fork(const struct imm_ctx *ctx, const char *what)
+{
+	if (!imm_forked(ctx))
+		return 0;
+	err(ctx, "%s: this object belongs to process %d, not to this child (%d); "
+		 "seals do not cross fork(): create a new context in the child",
+	    what, (int)ctx->pid, (int)getpid());
+	return -ECHILD;
+}

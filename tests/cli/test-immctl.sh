@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# immctl as a user drives it: probe, status, seal with breaks from a second
+# process, and every bad input with its exit code and message.
+# usage: test-immctl.sh PATH/TO/immctl
+set -euo pipefail
+
+IMMCTL=$1
+fails=0
+pass() { printf 'ok   %s\n' "$*"; }
+bad() { printf 'FAIL %s\n' "$*"; fails=$((fails + 1)); }
+check() { local what=$1; shift; if "$@"; then pass "$what"; else bad "$what"; fi; }
+
+if [ "$(id -u)" != 0 ] || [ ! -e /dev/loop-control ]; then
+	echo "SKIP: needs root and loop devices (a scratch ext4, sysctls, a non-owner)"
+	[ "${IMM_REQUIRE_ROOT:-0}" = 1 ] && exit 1
+	exit 77
+fi
+command -v jq >/dev/null || { echo "FAIL: jq is needed (apt-get install jq)"; exit 1; }
+
+work=$(mktemp -d /var/tmp/imm-cli.XXXXXX)
+mnt=$work/mnt
+lbt_saved=$(cat /proc/sys/fs/lease-break-time)
+le_saved=$(cat /proc/sys/fs/leases-enable)
+cleanup() {
+	echo "$lbt_saved" >/proc/sys/fs/lease-break-time
+	echo "$le_saved" >/proc/sys/fs/leases-enable
+	jobs -p | xargs -r kill -9 2>/dev/null || true
+	umount "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+chmod 755 "$work"
+mkdir "$mnt"
+truncate -s 64M "$work/fs.img"
+mkfs.ext4 -q -F "$work/fs.img" >/dev/null
+mount -o loop "$work/fs.img" "$mnt"
+chmod 755 "$mnt"
+
+# ---------------------------------------------------------------- probe
+out=$("$IMMCTL" probe --json)
+check "probe --json is one JSON object" jq -e . <<<"$out" >/dev/null
+check "probe reports the lease backend" test "$(jq -r .backend <<<"$out")" = lease
+check "probe reports lease-break-time" test "$(jq -r .lease_break_time <<<"$out")" = "$lbt_saved"
+check "probe reports the kernel" test "$(jq -r .kernel <<<"$out")" = "$(uname -r)"
+check "probe text names the backend" grep -q 'seal backend: *lease' <<<"$("$IMMCTL" probe)"
+
+# ---------------------------------------------------------------- status
+f=$mnt/data
+truncate -s 4M "$f"
+dd if=/dev/urandom of="$f" bs=64K count=4 conv=notrunc status=none
+sync
+fallocate -o 2M -l 512K --keep-size "$f"
+out=$("$IMMCTL" status --json "$f")
+check "status --json parses" jq -e . <<<"$out" >/dev/null
+check "status size" test "$(jq -r .size <<<"$out")" = 4194304
+check "status fs" test "$(jq -r .fs <<<"$out")" = ext4
+check "status sees holes" test "$(jq -r .holes.count <<<"$out")" -ge 1
+check "status sees unwritten" test "$(jq -r .unwritten.bytes <<<"$out")" = 524288
+check "status: not final" test "$(jq -r .final <<<"$out")" = false
+check "status: no dax on ext4 loop" test "$(jq -r .dax <<<"$out")" = false
+check "status: no leases" test "$(jq -r '.leases | length' <<<"$out")" = 0
+
+# ---------------------------------------------------------------- seal
+sum=$(md5sum <"$f")
+events=$work/events
+"$IMMCTL" seal --json --auto-release "$f" >"$events" &
+holder=$!
+for _ in $(seq 100); do grep -q sealed "$events" 2>/dev/null && break; sleep 0.05; done
+check "seal prints sealed" test "$(head -1 "$events" | jq -r .event)" = sealed
+check "sealed line has the mode" test "$(head -1 "$events" | jq -r .mode)" = exclusive
+check "sealed line has the length" test "$(head -1 "$events" | jq -r .length)" = 4194304
+out=$("$IMMCTL" status --json "$f")
+check "status while sealed lists the holder" test "$(jq -r '.leases[0].pid' <<<"$out")" = "$holder"
+check "status while sealed does not open the file" test "$(jq -r .extent_map <<<"$out")" = null
+sleep 0.2
+check "status did not break the seal" test "$(wc -l <"$events")" = 1
+t0=$(date +%s%N)
+cat "$f" >/dev/null          # a second process opens the file
+t1=$(date +%s%N)
+wait "$holder"; rc=$?
+check "auto-release exits 0" test "$rc" = 0
+check "events: sealed, break, released" test "$(jq -r .event "$events" | paste -sd,)" = sealed,break,released
+check "break carries a deadline" test "$(sed -n 2p "$events" | jq -r '.deadline_ns > .time_ns')" = true
+check "time_ns increases" test "$(jq -s '.[0].time_ns < .[1].time_ns and .[1].time_ns <= .[2].time_ns' "$events")" = true
+check "the reader waited well under lease-break-time" test $(((t1 - t0) / 1000000)) -lt 5000
+check "seal prepared the file: final now" test "$("$IMMCTL" status --json "$f" | jq -r .final)" = true
+check "data unchanged by sealing" test "$(md5sum <"$f")" = "$sum"
+
+# SIGTERM: hold, then release and exit 0
+"$IMMCTL" seal --json "$f" >"$events" &
+holder=$!
+for _ in $(seq 100); do grep -q sealed "$events" 2>/dev/null && break; sleep 0.05; done
+kill -TERM "$holder"
+wait "$holder"; rc=$?
+check "SIGTERM: exit 0" test "$rc" = 0
+check "SIGTERM: sealed, released" test "$(jq -r .event "$events" | paste -sd,)" = sealed,released
+check "SIGTERM: lease gone" test -z "$(grep LEASE /proc/locks | grep ":$(stat -c %i "$f") " || true)"
+
+# A holder that never releases is revoked before the kernel's deadline
+echo 2 >/proc/sys/fs/lease-break-time
+"$IMMCTL" seal --json "$f" >"$events" &
+holder=$!
+for _ in $(seq 100); do grep -q sealed "$events" 2>/dev/null && break; sleep 0.05; done
+cat "$f" >/dev/null
+for _ in $(seq 100); do grep -q revoked "$events" && break; sleep 0.05; done
+kill -INT "$holder"
+wait "$holder" || true
+echo "$lbt_saved" >/proc/sys/fs/lease-break-time
+check "revoke: sealed, break, revoked, released" test "$(jq -r .event "$events" | paste -sd,)" = sealed,break,revoked,released
+check "revoked before the deadline" test "$(jq -s '.[2].time_ns < .[1].deadline_ns' "$events")" = true
+
+# shared seal, sub-range, human output
+out=$("$IMMCTL" seal --shared --auto-release --offset 1M --length 64K "$f" & sleep 0.5; echo x >>"$f"; wait)
+check "shared text output" grep -q 'sealed.*\[1048576, +65536) shared' <<<"$out"
+check "shared seal broken by a writer" grep -q '^break' <<<"$out"
+
+# ---------------------------------------------------------------- errors
+expect_fail() {  # what code pattern cmd...
+	local what=$1 code=$2 pattern=$3; shift 3
+	local err rc=0
+	err=$("$@" 2>&1 >/dev/null) || rc=$?
+	if [ "$rc" = "$code" ] && grep -qiE "$pattern" <<<"$err"; then
+		pass "$what"
+	else
+		bad "$what (rc=$rc, stderr: $err)"
+	fi
+}
+expect_fail "missing file" 1 "does not exist" "$IMMCTL" seal "$mnt/nope"
+expect_fail "directory" 1 "directory" "$IMMCTL" seal "$mnt"
+mkfifo "$mnt/fifo"
+expect_fail "FIFO (and no hang)" 1 "FIFO" timeout 10 "$IMMCTL" seal "$mnt/fifo"
+expect_fail "status of a FIFO" 1 "regular file" "$IMMCTL" status "$mnt/fifo"
+sz=$(stat -c %s "$f")
+expect_fail "range past EOF" 1 "past EOF" timeout 10 "$IMMCTL" seal --offset "$sz" --length 1 "$f"
+: >"$mnt/empty"
+expect_fail "empty file" 1 "empty" timeout 10 "$IMMCTL" seal "$mnt/empty"
+expect_fail "overflowing range" 1 "overflows" timeout 10 "$IMMCTL" seal --offset 0x7ffffffffffff000 --length 0x2000 "$f"
+expect_fail "bad number" 2 "bad number" "$IMMCTL" seal --length 12Q "$f"
+expect_fail "unknown command" 2 "unknown command" "$IMMCTL" frobnicate
+expect_fail "usage" 2 "usage" "$IMMCTL" seal
+expect_fail "unsupported filesystem" 1 "not known|cannot hold" "$IMMCTL" seal /proc/self/status
+chmod 644 "$f"
+expect_fail "not the owner (EACCES)" 1 "CAP_LEASE" runuser -u nobody -- "$IMMCTL" seal --shared "$f"
+echo 0 >/proc/sys/fs/leases-enable
+expect_fail "leases disabled" 1 "leases-enable" "$IMMCTL" seal "$f"
+echo "$le_saved" >/proc/sys/fs/leases-enable
+exec {fd}<"$f"
+expect_fail "exclusive with another open" 1 "only one|open elsewhere" "$IMMCTL" seal "$f"
+exec {fd}<&-
+
+echo "cli: $fails failure(s)"
+[ "$fails" = 0 ]

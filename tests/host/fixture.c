@@ -1,0 +1,419 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fixture.h"
+
+uint64_t fx_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* snprintf that fails the test instead of truncating a path */
+static void fmt(char *out, size_t n, const char *f, ...)
+	__attribute__((format(printf, 3, 4)));
+static void fmt(char *out, size_t n, const char *f, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, f);
+	r = vsnprintf(out, n, f, ap);
+	va_end(ap);
+	assert_true(r >= 0 && (size_t)r < n);
+}
+
+void fx_need_root(const char *why)
+{
+	const char *req = getenv("IMM_REQUIRE_ROOT");
+	bool loop_ok = access("/dev/loop-control", F_OK) == 0;
+
+	if (geteuid() == 0 && loop_ok)
+		return;
+	fprintf(stderr, "SKIP: needs root and loop devices: %s\n", why);
+	if (req && !strcmp(req, "1"))
+		fail_msg("IMM_REQUIRE_ROOT=1 but not root with loop devices: %s",
+			 why);
+	skip();
+}
+
+static int run(const char *f, ...) __attribute__((format(printf, 1, 2)));
+static int run(const char *f, ...)
+{
+	char cmd[PATH_MAX * 3];
+	va_list ap;
+	int st;
+
+	va_start(ap, f);
+	vsnprintf(cmd, sizeof(cmd), f, ap);
+	va_end(ap);
+	st = system(cmd);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/*
+ * A failed assertion longjmps out of a test, past its fx_umount(), and its
+ * struct fx_fs dies with its stack frame: keep copies, unmount at exit.
+ */
+static struct fx_fs mounted[32];
+
+static void umount_leftovers(void)
+{
+	for (size_t i = 0; i < 32; i++)
+		if (mounted[i].mounted)
+			fx_umount(&mounted[i]);
+}
+
+static void track(const struct fx_fs *fs, bool add)
+{
+	static bool registered;
+
+	if (!registered) {
+		atexit(umount_leftovers);
+		registered = true;
+	}
+	for (size_t i = 0; i < 32; i++) {
+		if (add && !mounted[i].mounted) {
+			mounted[i] = *fs;
+			return;
+		}
+		if (!add && mounted[i].mounted && !strcmp(mounted[i].mnt, fs->mnt)) {
+			mounted[i].mounted = false;
+			return;
+		}
+	}
+}
+
+void fx_mount(struct fx_fs *fs, const char *kind, unsigned size_mb,
+	      const char *mkfs_opts)
+{
+	const char *tmp = getenv("TMPDIR");
+
+	memset(fs, 0, sizeof(*fs));
+	fmt(fs->dir, sizeof(fs->dir), "%s/imm-test.XXXXXX",
+	    tmp && *tmp ? tmp : "/var/tmp");
+	assert_non_null(mkdtemp(fs->dir));
+	fmt(fs->mnt, sizeof(fs->mnt), "%s/mnt", fs->dir);
+	fmt(fs->img, sizeof(fs->img), "%s/fs.img", fs->dir);
+	assert_int_equal(mkdir(fs->mnt, 0755), 0);
+
+	if (!strcmp(kind, "tmpfs") || !strcmp(kind, "ramfs")) {
+		char opt[64];
+
+		snprintf(opt, sizeof(opt), "size=%um", size_mb);
+		assert_int_equal(mount(kind, fs->mnt, kind, 0,
+				       !strcmp(kind, "tmpfs") ? opt : NULL), 0);
+	} else {
+		int fd = open(fs->img, O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+
+		assert_true(fd >= 0);
+		assert_int_equal(ftruncate(fd, (off_t)size_mb << 20), 0);
+		close(fd);
+		if (!strcmp(kind, "xfs"))
+			assert_int_equal(run("mkfs.xfs -q -f %s %s", mkfs_opts ?
+					     mkfs_opts : "", fs->img), 0);
+		else
+			assert_int_equal(run("mkfs.%s -q -F %s %s >/dev/null 2>&1",
+					     kind, mkfs_opts ? mkfs_opts : "",
+					     fs->img), 0);
+		assert_int_equal(run("mount -o loop %s %s", fs->img, fs->mnt), 0);
+	}
+	fs->mounted = true;
+	track(fs, true);
+}
+
+void fx_umount(struct fx_fs *fs)
+{
+	bool was = fs->mounted;
+
+	track(fs, false);	/* may be fs itself, at exit */
+	if (was) {
+		/* Lazy: a failed test may leave a child holding a file. */
+		if (umount2(fs->mnt, 0) < 0)
+			umount2(fs->mnt, MNT_DETACH);
+		fs->mounted = false;
+	}
+	if (fs->img[0])
+		unlink(fs->img);
+	if (fs->mnt[0])
+		rmdir(fs->mnt);
+	if (fs->dir[0])
+		rmdir(fs->dir);
+}
+
+void fx_path(const struct fx_fs *fs, const char *name, char *out)
+{
+	fmt(out, PATH_MAX, "%s/%s", fs->mnt, name);
+}
+
+void fx_write_pattern(const char *path, uint64_t off, uint64_t len, unsigned seed)
+{
+	char buf[65536];
+	int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+
+	assert_true(fd >= 0);
+	while (len) {
+		size_t n = len < sizeof(buf) ? (size_t)len : sizeof(buf);
+
+		for (size_t i = 0; i < n; i++)
+			buf[i] = (char)((off + i) * 2654435761u >> 13 ^ seed);
+		assert_int_equal(pwrite(fd, buf, n, (off_t)off), (ssize_t)n);
+		off += n;
+		len -= n;
+	}
+	close(fd);
+}
+
+uint64_t fx_checksum_fd(int fd)
+{
+	uint64_t h = 1469598103934665603ull;
+	char buf[65536];
+	off_t off = 0;
+	ssize_t n;
+
+	while ((n = pread(fd, buf, sizeof(buf), off)) > 0) {
+		for (ssize_t i = 0; i < n; i++)
+			h = (h ^ (unsigned char)buf[i]) * 1099511628211ull;
+		off += n;
+	}
+	assert_true(n == 0);
+	return h ^ (uint64_t)off;
+}
+
+uint64_t fx_checksum(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	uint64_t h;
+
+	assert_true(fd >= 0);
+	h = fx_checksum_fd(fd);
+	close(fd);
+	return h;
+}
+
+uint64_t fx_size(const char *path)
+{
+	struct stat st;
+
+	assert_int_equal(stat(path, &st), 0);
+	return (uint64_t)st.st_size;
+}
+
+bool fx_leased(const char *path)
+{
+	char line[512], want[64];
+	struct stat st;
+	bool found = false;
+	FILE *f;
+
+	assert_int_equal(stat(path, &st), 0);
+	snprintf(want, sizeof(want), ":%lu ", (unsigned long)st.st_ino);
+	f = fopen("/proc/locks", "re");
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (strstr(line, "LEASE") && strstr(line, want) &&
+		    !strstr(line, "->"))
+			found = true;
+	fclose(f);
+	return found;
+}
+
+/* ---------------------------------------------------------------- sysctl */
+
+static struct saved {
+	char path[128];
+	int value;
+} saved[8];
+static int nsaved;
+
+static void restore_all(void)
+{
+	while (nsaved > 0) {
+		struct saved *s = &saved[--nsaved];
+		FILE *f = fopen(s->path, "we");
+
+		if (f) {
+			fprintf(f, "%d\n", s->value);
+			fclose(f);
+		}
+	}
+}
+
+void fx_sysctl_set(const char *path, int value)
+{
+	FILE *f = fopen(path, "re");
+	int old;
+
+	assert_non_null(f);
+	assert_int_equal(fscanf(f, "%d", &old), 1);
+	fclose(f);
+	if (nsaved == 0)
+		atexit(restore_all);	/* a failing test still restores */
+	assert_true(nsaved < 8);
+	snprintf(saved[nsaved].path, sizeof(saved[nsaved].path), "%s", path);
+	saved[nsaved++].value = old;
+	f = fopen(path, "we");
+	assert_non_null(f);
+	fprintf(f, "%d\n", value);
+	assert_int_equal(fclose(f), 0);
+}
+
+
+/* ---------------------------------------------------------------- logs */
+
+static void log_fn(void *data, int priority, const char *file, int line,
+		   const char *fn, const char *format, va_list args)
+{
+	struct fx_log *log = data;
+
+	(void)file;
+	(void)line;
+	(void)fn;
+	log->count++;
+	if (priority <= LOG_ERR) {
+		log->errors++;
+		vsnprintf(log->last, sizeof(log->last), format, args);
+		if (getenv("IMM_TEST_VERBOSE"))
+			fprintf(stderr, "  [lib] %s\n", log->last);
+	}
+}
+
+void fx_log_attach(struct imm_ctx *ctx, struct fx_log *log)
+{
+	memset(log, 0, sizeof(*log));
+	imm_ctx_set_log_fn(ctx, log_fn, log);
+	imm_ctx_set_log_priority(ctx, LOG_ERR);
+}
+
+struct imm_ctx *fx_ctx(struct fx_log *log)
+{
+	struct imm_ctx *ctx = NULL;
+
+	assert_int_equal(imm_ctx_new(&ctx), 0);
+	if (log)
+		fx_log_attach(ctx, log);
+	return ctx;
+}
+
+int fx_dispatch_wait(struct imm_ctx *ctx, int timeout_ms)
+{
+	struct pollfd p = { .fd = imm_ctx_get_fd(ctx), .events = POLLIN };
+	int r = poll(&p, 1, timeout_ms);
+
+	assert_true(r >= 0);
+	if (r == 0)
+		return 0;
+	return imm_ctx_dispatch(ctx);
+}
+
+/* ---------------------------------------------------------------- breakers */
+
+struct breaker_shm {
+	uint64_t blocked_ns;
+	uint64_t end_ns;
+	int err;
+};
+
+/* Results come back through a shared page, one per running breaker. */
+static struct {
+	pid_t pid;
+	struct breaker_shm *shm;
+} breakers[64];
+
+static size_t slot_of(pid_t pid)
+{
+	for (size_t i = 0; i < sizeof(breakers) / sizeof(breakers[0]); i++)
+		if (breakers[i].pid == pid)
+			return i;
+	fail_msg("more than 64 breakers at once");
+	return 0;
+}
+
+static void breaker_run(const char *path, enum fx_break_op op,
+			struct breaker_shm *shm)
+{
+	int r = 0, fd = -1;
+	uint64_t t0 = fx_now_ns();
+
+	switch (op) {
+	case FX_OPEN_RDONLY:
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		break;
+	case FX_OPEN_RDWR:
+		fd = open(path, O_RDWR | O_CLOEXEC);
+		break;
+	case FX_OPEN_TRUNC:
+		fd = open(path, O_RDWR | O_TRUNC | O_CLOEXEC);
+		break;
+	case FX_TRUNCATE:
+		r = truncate(path, 0);
+		break;
+	}
+	shm->end_ns = fx_now_ns();
+	shm->blocked_ns = shm->end_ns - t0;
+	shm->err = (fd < 0 && op != FX_TRUNCATE) || r < 0 ? errno : 0;
+	_exit(0);
+}
+
+pid_t fx_breaker_start(const char *path, enum fx_break_op op)
+{
+	struct breaker_shm *shm;
+	size_t i;
+	pid_t pid;
+
+	shm = mmap(NULL, sizeof(*shm), PROT_READ | PROT_WRITE,
+		   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	assert_true(shm != MAP_FAILED);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		breaker_run(path, op, shm);
+	i = slot_of(0);
+	breakers[i].pid = pid;
+	breakers[i].shm = shm;
+	return pid;
+}
+
+uint64_t fx_breaker_wait(pid_t pid)
+{
+	return fx_breaker_wait_end(pid, NULL);
+}
+
+uint64_t fx_breaker_wait_end(pid_t pid, uint64_t *ret_end)
+{
+	size_t i = slot_of(pid);
+	struct breaker_shm *shm = breakers[i].shm;
+	uint64_t ns;
+	int st;
+
+	breakers[i].pid = 0;
+	breakers[i].shm = NULL;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	ns = shm->blocked_ns;
+	if (ret_end)
+		*ret_end = shm->end_ns;
+	if (shm->err) {
+		int e = shm->err;
+
+		munmap(shm, sizeof(*shm));
+		fail_msg("breaker failed: %s", strerror(e));
+	}
+	munmap(shm, sizeof(*shm));
+	return ns;
+}

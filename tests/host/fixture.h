@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* Shared pieces of the host tests: real filesystems, logs, processes. */
+#ifndef IMM_TEST_FIXTURE_H
+#define IMM_TEST_FIXTURE_H
+
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <cmocka.h>
+
+#include <libimmutable/libimmutable.h>
+
+/* A filesystem of its own for a test: loop-mounted image or tmpfs. */
+struct fx_fs {
+	char dir[PATH_MAX];	/* mkdtemp'd holder of image + mount point */
+	char mnt[PATH_MAX];
+	char img[PATH_MAX];
+	bool mounted;
+};
+
+/*
+ * Root and loop devices are needed for real filesystems.  Without them the
+ * test is skipped with the reason on stderr -- unless IMM_REQUIRE_ROOT=1
+ * (set by CI), where a skip would hide a missing feature: then it fails.
+ */
+void fx_need_root(const char *why);
+
+/* kind: ext4, xfs, tmpfs, ramfs; mkfs_opts may be NULL. */
+void fx_mount(struct fx_fs *fs, const char *kind, unsigned size_mb,
+	      const char *mkfs_opts);
+void fx_umount(struct fx_fs *fs);
+void fx_path(const struct fx_fs *fs, const char *name, char *out);
+
+/* Files */
+void fx_write_pattern(const char *path, uint64_t off, uint64_t len, unsigned seed);
+uint64_t fx_checksum(const char *path);	/* content + size */
+/* The same through an fd: opening a sealed file would break its seal. */
+uint64_t fx_checksum_fd(int fd);
+uint64_t fx_size(const char *path);
+bool fx_leased(const char *path);	/* a lease on it in /proc/locks */
+
+/* sysctls, restored by fx_sysctl_restore_all() (also registered atexit) */
+void fx_sysctl_set(const char *path, int value);
+
+/* Log capture through the context's hook */
+struct fx_log {
+	int count;
+	int errors;
+	char last[1024];
+};
+void fx_log_attach(struct imm_ctx *ctx, struct fx_log *log);
+#define assert_logged(log) assert_true((log)->errors > 0 && (log)->last[0])
+
+/* Contexts */
+struct imm_ctx *fx_ctx(struct fx_log *log);
+
+/* Wait for the context's fd and dispatch; returns events dispatched. */
+int fx_dispatch_wait(struct imm_ctx *ctx, int timeout_ms);
+
+/* A process that does one thing to a file, timed; see fx_breaker_wait(). */
+enum fx_break_op {
+	FX_OPEN_RDONLY,
+	FX_OPEN_RDWR,
+	FX_OPEN_TRUNC,
+	FX_TRUNCATE,	/* truncate(path, 0) */
+};
+pid_t fx_breaker_start(const char *path, enum fx_break_op op);
+/* Waits; returns how long the operation blocked (ns); asserts success.
+ * With ret_end, also when it returned (CLOCK_MONOTONIC ns). */
+uint64_t fx_breaker_wait(pid_t pid);
+uint64_t fx_breaker_wait_end(pid_t pid, uint64_t *ret_end);
+
+uint64_t fx_now_ns(void);
+
+#endif

@@ -1,0 +1,551 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/* Seals: arguments, states, permissions, verification, fork, fds. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <linux/falloc.h>
+
+#include "fixture.h"
+
+#define MiB (1u << 20)
+
+static struct fx_fs ext4;
+
+static int setup(void **state)
+{
+	(void)state;
+	if (geteuid() == 0)
+		fx_mount(&ext4, "ext4", 128, NULL);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	fx_umount(&ext4);
+	return 0;
+}
+
+/* A fully written file of size bytes, named name. */
+static void make_file(const char *name, uint64_t size, char *path)
+{
+	fx_path(&ext4, name, path);
+	unlink(path);
+	fx_write_pattern(path, 0, size, 21);
+}
+
+static void range_errors(void **state)
+{
+	struct imm_handle *h;
+	struct imm_ctx *ctx;
+	struct fx_log log;
+	char p[PATH_MAX];
+
+	(void)state;
+	fx_need_root("a scratch ext4 on a loop device");
+	make_file("range", MiB, p);
+	ctx = fx_ctx(&log);
+	assert_int_equal(imm_handle_open(ctx, p, IMM_RDWR, &h), 0);
+	assert_int_equal(imm_seal(h, 0, 0, IMM_SEAL_EXCLUSIVE, NULL), -EINVAL);
+	assert_non_null(strstr(log.last, "empty"));
+	assert_int_equal(imm_seal(h, MiB - 1, 2, IMM_SEAL_EXCLUSIVE, NULL), -EINVAL);
+	assert_non_null(strstr(log.last, "past EOF"));
+	assert_int_equal(imm_seal(h, UINT64_MAX - 10, 100, IMM_SEAL_EXCLUSIVE,
+				  NULL), -EOVERFLOW);
+	assert_int_equal(imm_seal(h, 1ull << 62, 1ull << 62, IMM_SEAL_EXCLUSIVE,
+				  NULL), -EOVERFLOW);
+	assert_int_equal(imm_seal(h, 0, MiB, 0, NULL), -EINVAL);
+	assert_int_equal(imm_seal(h, 0, MiB, IMM_SEAL_SHARED | IMM_SEAL_EXCLUSIVE,
+				  NULL), -EINVAL);
+	assert_int_equal(imm_seal(h, 0, MiB, IMM_SEAL_EXCLUSIVE | 0x100, NULL),
+			 -EINVAL);
+	assert_int_equal(imm_seal(NULL, 0, MiB, IMM_SEAL_EXCLUSIVE, NULL), -EINVAL);
+	/* none of that left anything */
+	assert_int_equal(imm_handle_get_state(h), IMM_STATE_OPEN);
+	assert_false(fx_leased(p));
+	/* the whole file, exactly up to EOF, is fine */
+	assert_int_equal(imm_seal(h, 0, MiB, IMM_SEAL_EXCLUSIVE, NULL), 0);
+	imm_handle_close(h);
+	imm_ctx_unref(ctx);
+}
+
+static void opts_struct(void **state)
+{
+	struct {
+		struct imm_seal_opts o;
+		uint64_t future;
+	} big = { .o = IMM_SEAL_OPTS_INIT };
+	struct imm_seal_opts o = IMM_SEAL_OPTS_INIT;
+	struct imm_handle *h;
+	struct imm_ctx *ctx;
+	struct fx_log log;
+	char p[PATH_MAX];
+
+	(void)state;
+	fx_need_root("a scratch ext4 on a loop device");
+	make_file("opts", MiB, p);
+	ctx = fx_ctx(&log);
+	assert_int_equal(imm_handle_open(ctx, p, IMM_RDWR, &h), 0);
+	/* a newer caller's unknown field, non-zero: refused */
+	big.o.sz = sizeof(big);
+	big.future = 1;
+	assert_int_equal(imm_seal(h, 0, MiB, IMM_SEAL_EXCLUSIVE, &big.o), -E2BIG);
+	o.reserved = 1;
+	assert_int_equal(imm_seal(h, 0, MiB, IMM_SEAL_EXCLUSIVE, &o), -EINVAL);
+	o.sz = 1;
+	o.reserved = 0;
+	assert_int_equal(imm_seal(h, 0, MiB, IMM_SEAL_EXCLUSIVE, &o), -EINVAL);
+	assert_false(fx_leased(p));
+	/* zero there: fine; an older, smaller struct: fine */
+	big.future = 0;
+	assert_int_equal(imm_seal(h, 0, MiB, IMM_SEAL_EXCLUSIVE, &big.o), 0);
+	assert_int_equal(imm_release(h), 0);
+	o.sz = sizeof(size_t);
+	assert_int_equal(imm_seal(h, 0, MiB, IMM_SEAL_EXCLUSIVE, &o), 0);
+	imm_handle_close(h);
+	imm_ctx_unref(ctx);
+}
+
+static void state_errors(void **state)
+{
+	struct imm_handle *h;
+	struct imm_ctx *ctx;
+	struct fx_log log;
+	char p[PATH_MAX];
+
+	(void)state;
+	fx_need_root("a scratch ext4 on a loop device");
+	make_file("states", MiB, p);
+	ctx = fx_ctx(&log);
+	assert_int_equal(imm_handle_open(ctx, p, IMM_RDWR, &h), 0);
+	assert_int_equal(imm_release(h), -EINVAL);
+	assert_int_equal(imm_verify(h), -EINVAL);
+	assert_int_equal(imm_seal(h, 0, MiB, IMM_SEAL_EXCLUSIVE, NULL), 0);
+	assert_int_equal(imm_seal(h, 0, MiB, IMM_SEAL_EXCLUSIVE, NULL), -EBUSY);
+	assert_int_equal(imm_handle_get_state(h), IMM_STATE_SEALED);
+	assert_int_equal(imm_release(h), 0);
+	assert_int_equal(imm_handle_get_state(h), IMM_STATE_OPEN);
+	/* re-seal after release: each cycle re-arms the signal routing */
+	for (int i = 0; i < 5; i++) {
+		assert_int_equal(imm_seal(h, 0, MiB, IMM_SEAL_EXCLUSIVE, NULL), 0);
+		assert_int_equal(imm_release(h), 0);
+	}
+	/* close while sealed drops the lease */
+	assert_int_equal(imm_seal(h, 0, MiB, IMM_SEAL_EXCLUSIVE, NULL), 0);
+	assert_true(fx_leased(p));
+	assert_int_equal(imm_handle_close(h), 0);
+	assert_false(fx_leased(p));
+	assert_int_equal(log.errors, 3);	/* each refusal above said why */
+	imm_ctx_unref(ctx);
+}
+
+static void shared_and_exclusive_rules(void **state)
+{
+	struct imm_handle *h, *h2;
+	struct imm_ctx *ctx;
+	struct fx_log log;
+	char p[PATH_MAX];
+	int other;
+
+	(void)state;
+	fx_need_root("a scratch ext4 on a loop device");
+	make_file("modes", MiB, p);
+	ctx = fx_ctx(&log);
+	/* shared needs a read-only handle */
+	assert_int_equal(imm_handle_open(ctx, p, IMM_RDWR, &h), 0);
+	assert_int_equal(imm_seal(h, 0, MiB, IMM_SEAL_SHARED, NULL), -EBADF);
+	assert_logged(&log);
+	/* exclusive needs the only open: a second one makes it -EAGAIN */
+	other = open(p, O_RDONLY | O_CLOEXEC);
+	assert_int_equal(imm_seal(h, 0, MiB, IMM_SEAL_EXCLUSIVE, NULL), -EAGAIN);
+	assert_non_null(strstr(log.last, "only"));
+	assert_int_equal(imm_handle_get_state(h), IMM_STATE_OPEN);
+	close(other);
+	imm_handle_close(h);
+	/* two read-only handles can both hold shared seals */
+	assert_int_equal(imm_handle_open(ctx, p, IMM_RDONLY, &h), 0);
+	assert_int_equal(imm_handle_open(ctx, p, IMM_RDONLY, &h2), 0);
+	assert_int_equal(imm_seal(h, 0, MiB, IMM_SEAL_SHARED, NULL), 0);
+	assert_int_equal(imm_seal(h2, 0, MiB / 2, IMM_SEAL_SHARED, NULL), 0);
+	/* ...and a writer elsewhere blocks a new one */
+	imm_release(h2);
+	other = open(p, O_RDWR | O_NONBLOCK | O_CLOEXEC);	/* breaks h */
+	assert_true(other < 0 && errno == EWOULDBLOCK);
+	imm_handle_close(h);
+	imm_handle_close(h2);
+	imm_ctx_unref(ctx);
+}
+
+/* Leases need ownership or CAP_LEASE: a nobody process gets EACCES. */
+static void not_the_owner(void **state)
+{
+	char p[PATH_MAX];
+	pid_t pid;
+	int st;
+
+	(void)state;
+	fx_need_root("dropping to uid 65534 to be a non-owner");
+	make_file("owned", MiB, p);
+	assert_int_equal(chmod(p, 0644), 0);
+	assert_int_equal(chmod(ext4.dir, 0755), 0);	/* mkdtemp made it 0700 */
+	assert_int_equal(chmod(ext4.mnt, 0755), 0);
+	pid = fork();
+	if (pid == 0) {
+		struct imm_handle *h;
+		struct imm_ctx *ctx;
+		struct fx_log log;
+		int r;
+
+		if (setgid(65534) || setuid(65534))
+			_exit(10);
+		ctx = fx_ctx(&log);
+		if (imm_handle_open(ctx, p, IMM_RDONLY, &h))
+			_exit(11);
+		r = imm_seal(h, 0, MiB, IMM_SEAL_SHARED, NULL);
+		if (r != -EACCES)
+			_exit(12);
+		if (!strstr(log.last, "CAP_LEASE"))
+			_exit(13);
+		if (fx_leased(p))
+			_exit(14);
+		_exit(0);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+static void leases_disabled(void **state)
+{
+	struct imm_handle *h;
+	struct imm_ctx *ctx;
+	struct fx_log log;
+	char p[PATH_MAX];
+
+	(void)state;
+	fx_need_root("writing /proc/sys/fs/leases-enable");
+	make_file("noleases", MiB, p);
+	ctx = fx_ctx(&log);
+	assert_int_equal(imm_handle_open(ctx, p, IMM_RDWR, &h), 0);
+	fx_sysctl_set("/proc/sys/fs/leases-enable", 0);
+	assert_int_equal(imm_ctx_get_leases_enabled(ctx), 0);
+	assert_int_equal(imm_seal(h, 0, MiB, IMM_SEAL_EXCLUSIVE, NULL), -EOPNOTSUPP);
+	assert_non_null(strstr(log.last, "leases-enable"));
+	assert_int_equal(imm_handle_get_state(h), IMM_STATE_OPEN);
+	fx_sysctl_set("/proc/sys/fs/leases-enable", 1);
+	assert_int_equal(imm_ctx_get_leases_enabled(ctx), 1);
+	assert_int_equal(imm_seal(h, 0, MiB, IMM_SEAL_EXCLUSIVE, NULL), 0);
+	imm_handle_close(h);
+	imm_ctx_unref(ctx);
+}
+
+/*
+ * The honest limit of the lease backend: a process sharing the open file
+ * (here a child forked before the seal) punches a hole without breaking
+ * anything.  imm_verify() finds it, and says so with an event.
+ */
+static void verify_mismatch_after_punch_by_earlier_opener(void **state)
+{
+	struct imm_handle *h;
+	struct imm_event *ev;
+	struct imm_ctx *ctx;
+	struct fx_log log;
+	char p[PATH_MAX];
+	int fd, go[2], st;
+	pid_t pid;
+
+	(void)state;
+	fx_need_root("a scratch ext4 on a loop device");
+	make_file("punched", 4 * MiB, p);
+	fd = open(p, O_RDWR | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(pipe2(go, O_CLOEXEC), 0);
+	pid = fork();
+	if (pid == 0) {
+		char x;
+
+		if (read(go[0], &x, 1) != 1)
+			_exit(1);
+		_exit(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				MiB, 64 << 10) ? 2 : 0);
+	}
+	ctx = fx_ctx(&log);
+	assert_int_equal(imm_handle_from_fd(ctx, fd, 0, &h), 0);
+	close(fd);
+	assert_int_equal(imm_seal(h, 0, 4 * MiB, IMM_SEAL_EXCLUSIVE, NULL), 0);
+	assert_int_equal(imm_verify(h), 0);
+	assert_int_equal(write(go[1], "x", 1), 1);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	/* no break happened: the lease backend cannot see a punch */
+	assert_int_equal(imm_handle_get_state(h), IMM_STATE_SEALED);
+	assert_int_equal(imm_verify(h), -ESTALE);
+	assert_int_equal(imm_handle_get_state(h), IMM_STATE_DEFEATED);
+	assert_non_null(strstr(log.last, "changed under the seal"));
+	assert_int_equal(imm_ctx_dispatch(ctx), 1);	/* queued, no callback */
+	assert_int_equal(imm_ctx_next_event(ctx, &ev), 0);
+	assert_int_equal(imm_event_get_type(ev), IMM_EVENT_VERIFY_MISMATCH);
+	assert_ptr_equal(imm_event_get_handle(ev), h);
+	assert_int_equal(imm_event_get_offset(ev), MiB);
+	assert_true(imm_event_get_time_ns(ev) > 0);
+	assert_string_equal(imm_event_type_name(imm_event_get_type(ev)),
+			    "verify-mismatch");
+	imm_event_unref(ev);
+	/* one event per defeated seal, however often it is verified */
+	assert_int_equal(imm_verify(h), -ESTALE);
+	assert_int_equal(imm_ctx_next_event(ctx, &ev), -EAGAIN);
+	/* release clears it; a new seal prepares the hole away */
+	assert_int_equal(imm_release(h), 0);
+	assert_int_equal(imm_seal(h, 0, 4 * MiB, IMM_SEAL_EXCLUSIVE, NULL), 0);
+	assert_int_equal(imm_verify(h), 0);
+	close(go[0]);
+	close(go[1]);
+	imm_handle_close(h);
+	imm_ctx_unref(ctx);
+}
+
+struct seen {
+	int n;
+	int type[4];
+	uint64_t offset[4];
+	uint64_t deadline[4];
+};
+
+static void record(struct imm_event *ev, void *data)
+{
+	struct seen *s = data;
+
+	if (s->n < 4) {
+		s->type[s->n] = imm_event_get_type(ev);
+		s->offset[s->n] = imm_event_get_offset(ev);
+		s->deadline[s->n] = imm_event_get_deadline_ns(ev);
+	}
+	s->n++;
+}
+
+/* The same kind of punch, found by the verification that every break
+ * runs: the recall comes first, the mismatch right after it. */
+static void verify_at_break_reports_mismatch(void **state)
+{
+	struct seen s = { 0 };
+	struct imm_handle *h;
+	struct imm_ctx *ctx;
+	char p[PATH_MAX];
+	int fd;
+	pid_t pid;
+
+	(void)state;
+	fx_need_root("a scratch ext4 on a loop device");
+	make_file("punched2", 4 * MiB, p);
+	fd = open(p, O_RDWR | O_CLOEXEC);
+	ctx = fx_ctx(NULL);
+	imm_ctx_set_event_fn(ctx, record, &s, 0);
+	assert_int_equal(imm_handle_from_fd(ctx, fd, 0, &h), 0);
+	assert_int_equal(imm_seal(h, 0, 4 * MiB, IMM_SEAL_EXCLUSIVE, NULL), 0);
+	/* the caller's fd shares the sealed open file: no break */
+	assert_int_equal(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				   2 * MiB + 8192, 4096), 0);
+	assert_int_equal(imm_handle_get_state(h), IMM_STATE_SEALED);
+	pid = fx_breaker_start(p, FX_OPEN_RDONLY);
+	while (s.n < 2)
+		assert_true(fx_dispatch_wait(ctx, 10000) > 0);
+	assert_int_equal(s.type[0], IMM_EVENT_RECALL);
+	assert_int_equal(s.type[1], IMM_EVENT_VERIFY_MISMATCH);
+	assert_int_equal(s.offset[1], 2 * MiB + 8192);
+	assert_int_equal(s.deadline[1], s.deadline[0]);	/* same break */
+	assert_int_equal(imm_handle_get_state(h), IMM_STATE_BREAKING);
+	assert_int_equal(imm_release(h), 0);
+	fx_breaker_wait(pid);
+	close(fd);
+	imm_handle_close(h);
+	imm_ctx_unref(ctx);
+}
+
+/*
+ * fork(): in the child every inherited handle refuses with -ECHILD, close
+ * and unref only free the child's copies, and the parent's seal survives
+ * the child's exit.
+ */
+static void fork_child_is_inert(void **state)
+{
+	struct imm_handle *h;
+	struct imm_ctx *ctx;
+	struct fx_log log;
+	char p[PATH_MAX];
+	pid_t pid;
+	int st;
+
+	(void)state;
+	fx_need_root("a scratch ext4 on a loop device");
+	make_file("forked", MiB, p);
+	ctx = fx_ctx(&log);
+	assert_int_equal(imm_handle_open(ctx, p, IMM_RDWR, &h), 0);
+	assert_int_equal(imm_seal(h, 0, MiB, IMM_SEAL_EXCLUSIVE, NULL), 0);
+	pid = fork();
+	if (pid == 0) {
+		struct imm_handle *h2;
+		struct imm_event *ev;
+		int bad = 0;
+
+		bad |= imm_seal(h, 0, MiB, IMM_SEAL_EXCLUSIVE, NULL) != -ECHILD;
+		bad |= (imm_release(h) != -ECHILD) << 1;
+		bad |= (imm_verify(h) != -ECHILD) << 2;
+		bad |= (imm_ctx_dispatch(ctx) != -ECHILD) << 3;
+		bad |= (imm_ctx_get_fd(ctx) != -ECHILD) << 4;
+		bad |= (imm_ctx_next_event(ctx, &ev) != -ECHILD) << 5;
+		bad |= (imm_handle_open(ctx, p, IMM_RDONLY, &h2) != -ECHILD) << 6;
+		bad |= (!strstr(log.last, "fork")) << 7;
+		bad |= (imm_handle_close(h) != 0) << 8;
+		imm_ctx_unref(ctx);
+		_exit(bad);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	/* the parent's seal is intact and still breakable */
+	assert_true(fx_leased(p));
+	assert_int_equal(imm_handle_get_state(h), IMM_STATE_SEALED);
+	assert_int_equal(imm_verify(h), 0);
+	pid = fx_breaker_start(p, FX_OPEN_RDONLY);
+	while (imm_handle_get_state(h) != IMM_STATE_BREAKING)
+		assert_true(fx_dispatch_wait(ctx, 10000) >= 0);
+	assert_int_equal(imm_release(h), 0);
+	fx_breaker_wait(pid);
+	imm_handle_close(h);
+	imm_ctx_unref(ctx);
+}
+
+/* fds open now, as a bitmap of the first 1024 */
+static void open_fds(unsigned char *set)
+{
+	struct dirent *d;
+	DIR *dir = opendir("/proc/self/fd");
+
+	assert_non_null(dir);
+	memset(set, 0, 1024);
+	while ((d = readdir(dir))) {
+		int fd = atoi(d->d_name);
+
+		if (d->d_name[0] != '.' && fd != dirfd(dir) && fd < 1024)
+			set[fd] = 1;
+	}
+	closedir(dir);
+}
+
+/* Every fd the library makes is close-on-exec. */
+static void library_fds_are_cloexec(void **state)
+{
+	unsigned char before[1024], after[1024];
+	struct imm_handle *h;
+	struct imm_ctx *ctx;
+	char p[PATH_MAX];
+	int n = 0;
+
+	(void)state;
+	fx_need_root("a scratch ext4 on a loop device");
+	make_file("fds", MiB, p);
+	open_fds(before);
+	ctx = fx_ctx(NULL);
+	assert_int_equal(imm_handle_open(ctx, p, IMM_RDWR, &h), 0);
+	assert_int_equal(imm_seal(h, 0, MiB, IMM_SEAL_EXCLUSIVE, NULL), 0);
+	open_fds(after);
+	for (int fd = 0; fd < 1024; fd++) {
+		if (!after[fd] || before[fd])
+			continue;
+		assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+		n++;
+	}
+	assert_int_equal(n, 5);	/* eventfd, handle, signalfd, timerfd, wake */
+	imm_handle_close(h);
+	imm_ctx_unref(ctx);
+}
+
+static void context_settings(void **state)
+{
+	struct imm_ctx *ctx, *r;
+	struct imm_handle *h;
+	struct fx_log log;
+	char p[PATH_MAX];
+	int x;
+
+	(void)state;
+	ctx = fx_ctx(&log);
+	assert_int_equal(imm_ctx_get_backend(ctx), IMM_BACKEND_LEASE);
+	assert_string_equal(imm_backend_name(IMM_BACKEND_LEASE), "lease");
+	assert_string_equal(imm_backend_name(IMM_BACKEND_LAYOUT), "layout");
+	assert_null(imm_backend_name(42));
+	assert_true(imm_ctx_get_lease_break_time(ctx) >= 0);
+	assert_true(imm_ctx_get_leases_enabled(ctx) >= 0);
+	imm_ctx_set_userdata(ctx, &x);
+	assert_ptr_equal(imm_ctx_get_userdata(ctx), &x);
+	r = imm_ctx_ref(ctx);
+	assert_ptr_equal(r, ctx);
+	assert_null(imm_ctx_unref(r));
+	assert_int_equal(imm_ctx_set_signal(ctx, SIGUSR1), -EINVAL);
+	assert_int_equal(imm_ctx_set_signal(ctx, SIGRTMAX + 1), -EINVAL);
+	assert_int_equal(imm_ctx_set_signal(ctx, SIGRTMIN + 4), 0);
+	assert_int_equal(imm_ctx_get_signal(ctx), SIGRTMIN + 4);
+	assert_int_equal(imm_ctx_set_revoke_margin(ctx, 250), 0);
+	assert_int_equal(imm_ctx_get_revoke_margin(ctx), 250);
+	assert_int_equal(imm_ctx_set_revoke_margin(ctx, 4000000), -EINVAL);
+	assert_int_equal(imm_ctx_set_event_fn(ctx, NULL, NULL, IMM_EVENT_FN_ASYNC),
+			 -EINVAL);
+	assert_int_equal(imm_ctx_set_event_fn(ctx, NULL, NULL, 0x10), -EINVAL);
+	if (geteuid() == 0) {
+		/* once the notifier runs, its signal is fixed */
+		make_file("settings", MiB, p);
+		assert_int_equal(imm_handle_open(ctx, p, IMM_RDWR, &h), 0);
+		assert_int_equal(imm_seal(h, 0, MiB, IMM_SEAL_EXCLUSIVE, NULL), 0);
+		assert_int_equal(imm_ctx_set_signal(ctx, SIGRTMIN + 5), -EBUSY);
+		assert_int_equal(imm_ctx_set_signal(ctx, SIGRTMIN + 4), 0);
+		imm_handle_close(h);
+	}
+	imm_ctx_unref(ctx);
+}
+
+static void backend_override(void **state)
+{
+	struct imm_ctx *ctx = NULL;
+
+	(void)state;
+	setenv("LIBIMMUTABLE_BACKEND", "lease", 1);
+	assert_int_equal(imm_ctx_new(&ctx), 0);
+	assert_int_equal(imm_ctx_get_backend(ctx), IMM_BACKEND_LEASE);
+	imm_ctx_unref(ctx);
+	ctx = NULL;
+	/* this kernel has no companion patch */
+	setenv("LIBIMMUTABLE_BACKEND", "layout", 1);
+	assert_int_equal(imm_ctx_new(&ctx), -EOPNOTSUPP);
+	assert_null(ctx);
+	setenv("LIBIMMUTABLE_BACKEND", "bogus", 1);
+	assert_int_equal(imm_ctx_new(&ctx), -EINVAL);
+	unsetenv("LIBIMMUTABLE_BACKEND");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(range_errors),
+		cmocka_unit_test(opts_struct),
+		cmocka_unit_test(state_errors),
+		cmocka_unit_test(shared_and_exclusive_rules),
+		cmocka_unit_test(not_the_owner),
+		cmocka_unit_test(leases_disabled),
+		cmocka_unit_test(verify_mismatch_after_punch_by_earlier_opener),
+		cmocka_unit_test(verify_at_break_reports_mismatch),
+		cmocka_unit_test(fork_child_is_inert),
+		cmocka_unit_test(library_fds_are_cloexec),
+		cmocka_unit_test(context_settings),
+		cmocka_unit_test(backend_override),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
