@@ -2,10 +2,11 @@
 /*
  * The demo: seal a file, let a second process want its blocks, release.
  *
- *   seal-demo [FILE]
+ *   seal-demo [DIR]
  *
- * Without FILE it makes a 16 MiB file with holes, preallocated (unwritten)
- * space and unsynced writes, so the seal has something to prepare.
+ * It makes a 16 MiB file in DIR (default /var/tmp) with holes, preallocated
+ * (unwritten) space and unsynced writes, so the seal has something to
+ * prepare, and removes it at the end.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -128,8 +129,7 @@ static int break_once(struct imm_ctx *ctx, struct imm_handle *h,
 
 int main(int argc, char **argv)
 {
-	char tmp[] = "/var/tmp/imm-demo.XXXXXX";
-	const char *path = argc > 1 ? argv[1] : tmp;
+	char path[4096];
 	uint64_t *waited, t;
 	struct imm_handle *h;
 	struct imm_ctx *ctx;
@@ -138,7 +138,9 @@ int main(int argc, char **argv)
 	t0 = now_us();
 	waited = mmap(NULL, sizeof(*waited), PROT_READ | PROT_WRITE,
 		      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (waited == MAP_FAILED || (argc < 2 && make_demo_file(tmp) < 0)) {
+	snprintf(path, sizeof(path), "%s/imm-demo.XXXXXX",
+		 argc > 1 ? argv[1] : "/var/tmp");
+	if (waited == MAP_FAILED || make_demo_file(path) < 0) {
 		perror("seal-demo: setting up");
 		return 1;
 	}
@@ -148,6 +150,7 @@ int main(int argc, char **argv)
 	if (r < 0) {
 		fprintf(stderr, "seal-demo: %s: %s (LIBIMMUTABLE_LOG=err says why)\n",
 			path, strerror(-r));
+		unlink(path);
 		return 1;
 	}
 	say("file %s on %s, backend %s, lease-break-time %d s\n", path,
@@ -170,8 +173,7 @@ int main(int argc, char **argv)
 		    (long long)lseek(imm_handle_get_fd(h), 0, SEEK_END));
 	imm_handle_close(h);
 	imm_ctx_unref(ctx);
-	if (argc < 2)
-		unlink(tmp);
+	unlink(path);
 	if (r < 0)
 		fprintf(stderr, "seal-demo: %s\n", strerror(-r));
 	return r < 0;

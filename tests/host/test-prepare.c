@@ -28,21 +28,18 @@ struct raw_map {
 
 static struct raw_map raw_fiemap_fd(int fd, uint64_t start, uint64_t end)
 {
-	struct {
-		struct fiemap fm;
-		struct fiemap_extent ext[512];
-	} b;
+	struct fiemap *fm = calloc(1, sizeof(*fm) + 512 * sizeof(struct fiemap_extent));
 	struct raw_map m = { 0 };
 	uint64_t cursor = start;
 
-	memset(&b, 0, sizeof(b));
-	b.fm.fm_start = start;
-	b.fm.fm_length = end - start;
-	b.fm.fm_flags = FIEMAP_FLAG_SYNC;
-	b.fm.fm_extent_count = 512;
-	assert_int_equal(ioctl(fd, FS_IOC_FIEMAP, &b.fm), 0);
-	for (unsigned i = 0; i < b.fm.fm_mapped_extents; i++) {
-		struct fiemap_extent *e = &b.ext[i];
+	assert_non_null(fm);
+	fm->fm_start = start;
+	fm->fm_length = end - start;
+	fm->fm_flags = FIEMAP_FLAG_SYNC;
+	fm->fm_extent_count = 512;
+	assert_int_equal(ioctl(fd, FS_IOC_FIEMAP, fm), 0);
+	for (unsigned i = 0; i < fm->fm_mapped_extents; i++) {
+		struct fiemap_extent *e = &fm->fm_extents[i];
 
 		if (e->fe_logical > cursor)
 			m.holes++;
@@ -52,6 +49,7 @@ static struct raw_map raw_fiemap_fd(int fd, uint64_t start, uint64_t end)
 	}
 	if (cursor < end)
 		m.holes++;
+	free(fm);
 	return m;
 }
 
