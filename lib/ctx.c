@@ -70,7 +70,6 @@ IMM_EXPORT int imm_ctx_new(struct imm_ctx **ret_ctx)
 	ctx->pid = getpid();
 	ctx->signo = SIGRTMAX - DEFAULT_SIGNAL_OFFSET_FROM_MAX;
 	ctx->revoke_margin_ms = DEFAULT_REVOKE_MARGIN_MS;
-	ctx->sig_fd = ctx->timer_fd = ctx->wake_fd = -1;
 	imm_log_init(ctx);
 
 	r = pthread_mutex_init(&ctx->lock, NULL);

@@ -3,22 +3,27 @@
  * The notifier: one thread per context that owns the break signal.
  *
  * Every lease is aimed at this thread (F_SETOWN_EX F_OWNER_TID), whose
- * signal mask blocks everything; a signalfd reads the thread-directed
+ * signal mask blocks everything; sigtimedwait() takes the thread-directed
  * signal, si_fd names the handle, and the break becomes an event.  The
  * host's signal dispositions and other threads' masks are never touched.
- * A timerfd revokes seals the application has not released before the
- * kernel's deadline comes.
+ *
+ * The thread sleeps in that one call, as the raw kernel path it is measured
+ * against does (a poll() over several fds would cost a syscall per break).
+ * Its timeout is the earliest revoke time, so seals not released before the
+ * kernel's deadline are revoked without any timer; only this thread ever
+ * adds a breaking seal, so it always knows that time.  A flag plus a
+ * tgkill()ed SIGIO asks it to stop.  It uses no fd and no timer, so it works
+ * even when RLIMIT_SIGPENDING leaves no room for a POSIX timer.
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <poll.h>
+#include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <sys/signalfd.h>
-#include <sys/timerfd.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "private.h"
@@ -45,14 +50,10 @@ void imm_breaking_remove(struct imm_ctx *ctx, struct imm_handle *h)
 	pthread_mutex_unlock(&ctx->lock);
 }
 
-/*
- * Sorted by revoke time, so the timer only ever looks at the head.
- * Returns true if h became the head: only then must the timer move.
- */
-static bool breaking_insert(struct imm_ctx *ctx, struct imm_handle *h)
+/* Sorted by revoke time, so the notifier only ever looks at the head. */
+static void breaking_insert(struct imm_ctx *ctx, struct imm_handle *h)
 {
 	struct imm_handle **pp;
-	bool head;
 
 	pthread_mutex_lock(&ctx->lock);
 	for (pp = &ctx->breaking; *pp && (*pp)->revoke_ns <= h->revoke_ns;
@@ -60,23 +61,18 @@ static bool breaking_insert(struct imm_ctx *ctx, struct imm_handle *h)
 		;
 	h->breaking_next = *pp;
 	*pp = h;
-	head = ctx->breaking == h;
 	pthread_mutex_unlock(&ctx->lock);
-	return head;
 }
 
-void imm_notifier_rearm(struct imm_ctx *ctx)
+/* The earliest revoke time of a breaking seal, 0 if none. */
+static uint64_t next_revoke(struct imm_ctx *ctx)
 {
-	struct itimerspec its = { 0 };
-	uint64_t at = 0;
+	uint64_t at;
 
 	pthread_mutex_lock(&ctx->lock);
-	if (ctx->breaking)
-		at = ctx->breaking->revoke_ns ? ctx->breaking->revoke_ns : 1;
+	at = ctx->breaking ? ctx->breaking->revoke_ns : 0;
 	pthread_mutex_unlock(&ctx->lock);
-	its.it_value.tv_sec = (time_t)(at / NSEC_PER_SEC);
-	its.it_value.tv_nsec = (long)(at % NSEC_PER_SEC);
-	timerfd_settime(ctx->timer_fd, TFD_TIMER_ABSTIME, &its, NULL);
+	return at;
 }
 
 /*
@@ -100,7 +96,6 @@ static void plan_deadline(struct imm_handle *h, uint64_t now)
 static void on_break(struct imm_ctx *ctx, struct imm_handle *h)
 {
 	struct imm_event *ev = NULL, *mismatch = NULL;
-	bool rearm = false;
 
 	pthread_mutex_lock(&h->lock);
 	if (h->state == IMM_STATE_CLOSED)
@@ -115,7 +110,7 @@ static void on_break(struct imm_ctx *ctx, struct imm_handle *h)
 		goto out;
 	plan_deadline(h, imm_now_ns());
 	h->state = IMM_STATE_BREAKING;
-	rearm = breaking_insert(ctx, h);
+	breaking_insert(ctx, h);
 	ev = imm_event_new(IMM_EVENT_RECALL, h);
 	if (ev) {
 		ev->time_ns = h->break_ns;
@@ -127,10 +122,14 @@ out:
 	if (!ev)
 		return;
 	imm_event_deliver(ctx, ev);
-	if (rearm)
-		imm_notifier_rearm(ctx);
-	/* Deliver first, verify second: the recall is what is urgent, and
-	 * the verify holds no lock the application's release needs. */
+	/*
+	 * Deliver first, verify second: the recall is what is urgent.  The
+	 * verify holds no lock a release needs, but on a busy or single CPU
+	 * it would still keep the application off the CPU: yield to it first.
+	 * A seal released meanwhile is not verified -- after a release the
+	 * breaker may change the map legitimately.
+	 */
+	sched_yield();
 	if (imm_seal_verify(h, &mismatch) == -ESTALE && mismatch)
 		imm_event_deliver(ctx, mismatch);
 }
@@ -175,24 +174,6 @@ static void rescan(struct imm_ctx *ctx)
 	free(all);
 }
 
-static void read_signals(struct imm_ctx *ctx)
-{
-	struct signalfd_siginfo si;
-
-	while (read(ctx->sig_fd, &si, sizeof(si)) == sizeof(si)) {
-		if ((int)si.ssi_signo == ctx->signo && si.ssi_code == POLL_MSG)
-			on_break_fd(ctx, si.ssi_fd);
-		else if (si.ssi_signo == SIGIO && si.ssi_code == SI_KERNEL)
-			rescan(ctx);
-		else
-			warn(ctx, "took signal %u (code %d, from pid %u) that was "
-				  "not a lease break; if the application waits for "
-				  "this signal itself, give the library another one "
-				  "with imm_ctx_set_signal()", si.ssi_signo,
-			     si.ssi_code, si.ssi_pid);
-	}
-}
-
 static void revoke_due(struct imm_ctx *ctx)
 {
 	uint64_t now = imm_now_ns();
@@ -234,45 +215,61 @@ static void revoke_due(struct imm_ctx *ctx)
 	}
 }
 
-static void drain(int fd)
+static void on_signal(struct imm_ctx *ctx, const siginfo_t *si)
 {
-	uint64_t v;
+	if (si->si_signo == ctx->signo && si->si_code == POLL_MSG)
+		on_break_fd(ctx, si->si_fd);
+	else if (si->si_signo == SIGIO && si->si_code == SI_KERNEL)
+		rescan(ctx);
+	else
+		warn(ctx, "took signal %d (code %d, from pid %d) that was not a "
+			  "lease break; if the application waits for this signal "
+			  "itself, give the library another one with "
+			  "imm_ctx_set_signal()", si->si_signo, si->si_code,
+		     (int)si->si_pid);
+}
 
-	while (read(fd, &v, sizeof(v)) == sizeof(v))
-		;
+/* Until the next revoke time, or forever (NULL) with nothing breaking. */
+static const struct timespec *timeout(struct imm_ctx *ctx, struct timespec *ts)
+{
+	uint64_t at = next_revoke(ctx), now;
+
+	if (!at)
+		return NULL;
+	now = imm_now_ns();
+	at = at > now ? at - now : 0;
+	ts->tv_sec = (time_t)(at / NSEC_PER_SEC);
+	ts->tv_nsec = (long)(at % NSEC_PER_SEC);
+	return ts;
 }
 
 static void *notifier_main(void *arg)
 {
 	struct start_arg *sa = arg;
 	struct imm_ctx *ctx = sa->ctx;
-	struct pollfd pfd[3] = {
-		{ .fd = ctx->sig_fd, .events = POLLIN },
-		{ .fd = ctx->timer_fd, .events = POLLIN },
-		{ .fd = ctx->wake_fd, .events = POLLIN },
-	};
+	sigset_t set;
 
 	ctx->notifier_tid = gettid();
 	sem_post(&sa->started);	/* sa is gone after this */
 
+	sigemptyset(&set);
+	sigaddset(&set, ctx->signo);
+	sigaddset(&set, SIGIO);	/* the kernel's fallback when the queue is full */
 	for (;;) {
-		if (poll(pfd, 3, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			err(ctx, "notifier poll: %s; breaks are no longer "
+		struct timespec ts;
+		siginfo_t si;
+		int sig = sigtimedwait(&set, &si, timeout(ctx, &ts));
+
+		if (atomic_load(&ctx->notifier_stop))
+			break;
+		if (sig > 0) {
+			on_signal(ctx, &si);
+		} else if (errno == EAGAIN) {
+			revoke_due(ctx);	/* the timeout is the revoke time */
+		} else if (errno != EINTR) {
+			err(ctx, "notifier: sigtimedwait: %s; breaks are no longer "
 				 "delivered", strerror(errno));
 			break;
-		}
-		if (pfd[2].revents) {
-			drain(ctx->wake_fd);
-			break;	/* only ever woken to stop */
-		}
-		if (pfd[0].revents)
-			read_signals(ctx);
-		if (pfd[1].revents) {
-			drain(ctx->timer_fd);
-			revoke_due(ctx);
-			imm_notifier_rearm(ctx);
 		}
 		if (ctx->free_on_notifier_exit) {
 			/* The last reference went away on this thread. */
@@ -285,53 +282,29 @@ static void *notifier_main(void *arg)
 	return NULL;
 }
 
-static void close_fds(struct imm_ctx *ctx)
-{
-	int *fds[] = { &ctx->sig_fd, &ctx->timer_fd, &ctx->wake_fd };
-
-	for (size_t i = 0; i < 3; i++) {
-		if (*fds[i] >= 0)
-			close(*fds[i]);
-		*fds[i] = -1;
-	}
-}
-
 static int start_locked(struct imm_ctx *ctx)
 {
 	struct start_arg sa = { .ctx = ctx };
 	pthread_attr_t attr;
-	sigset_t set;
+	sigset_t all;
 	int r;
 
-	sigemptyset(&set);
-	sigaddset(&set, ctx->signo);
-	sigaddset(&set, SIGIO);	/* the kernel's fallback when the queue is full */
-	ctx->sig_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
-	ctx->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-	ctx->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (ctx->sig_fd < 0 || ctx->timer_fd < 0 || ctx->wake_fd < 0) {
-		r = -errno;
-		err(ctx, "cannot create the notifier's fds: %s; raise "
-			 "RLIMIT_NOFILE", strerror(-r));
-		goto fail;
-	}
-	if (sem_init(&sa.started, 0, 0) < 0) {
-		r = -errno;
-		goto fail;
-	}
+	if (sem_init(&sa.started, 0, 0) < 0)
+		return -errno;
 	/* Born with every signal blocked: it must never run a host handler,
-	 * and the break signal must stay pending for the signalfd. */
-	sigfillset(&set);
+	 * and the break signal must stay pending until it waits for it. */
+	sigfillset(&all);
+	atomic_store(&ctx->notifier_stop, false);
 	r = -pthread_attr_init(&attr);
 	if (r == 0)
-		r = -pthread_attr_setsigmask_np(&attr, &set);
+		r = -pthread_attr_setsigmask_np(&attr, &all);
 	if (r == 0)
 		r = -pthread_create(&ctx->notifier, &attr, notifier_main, &sa);
 	pthread_attr_destroy(&attr);
 	if (r < 0) {
 		sem_destroy(&sa.started);
 		err(ctx, "cannot start the notifier thread: %s", strerror(-r));
-		goto fail;
+		return r;
 	}
 	while (sem_wait(&sa.started) < 0 && errno == EINTR)
 		;
@@ -340,9 +313,6 @@ static int start_locked(struct imm_ctx *ctx)
 	dbg(ctx, "notifier thread %d listens on signal %d", ctx->notifier_tid,
 	    ctx->signo);
 	return 0;
-fail:
-	close_fds(ctx);
-	return r;
 }
 
 int imm_notifier_start(struct imm_ctx *ctx)
@@ -356,19 +326,20 @@ int imm_notifier_start(struct imm_ctx *ctx)
 	return r;
 }
 
-/* Also in a forked child, where the thread does not exist: fds only. */
+/* In a forked child the thread does not exist: nothing to do there. */
 void imm_notifier_stop(struct imm_ctx *ctx)
 {
-	uint64_t one = 1;
-
 	if (ctx->notifier_running && !imm_forked(ctx)) {
-		if (write(ctx->wake_fd, &one, sizeof(one)) < 0)
-			err(ctx, "cannot wake the notifier to stop it: %s",
-			    strerror(errno));
+		/*
+		 * SIGIO, not the RT signal: a legacy signal is delivered even
+		 * when RLIMIT_SIGPENDING leaves no room to queue one, and the
+		 * thread checks the flag before it looks at what it read.
+		 */
+		atomic_store(&ctx->notifier_stop, true);
+		syscall(SYS_tgkill, getpid(), ctx->notifier_tid, SIGIO);
 		pthread_join(ctx->notifier, NULL);
 	}
 	ctx->notifier_running = false;
-	close_fds(ctx);
 }
 
 bool imm_notifier_is_self(const struct imm_ctx *ctx)

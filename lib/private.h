@@ -83,9 +83,7 @@ struct imm_ctx {
 	bool notifier_running;
 	pthread_t notifier;
 	pid_t notifier_tid;
-	int sig_fd;
-	int timer_fd;
-	int wake_fd;
+	atomic_bool notifier_stop;
 	bool free_on_notifier_exit;	/* last unref ran on the notifier */
 };
 
@@ -203,7 +201,6 @@ int imm_seal_verify(struct imm_handle *h, struct imm_event **ret_ev);
 /* notify.c */
 int imm_notifier_start(struct imm_ctx *ctx);
 void imm_notifier_stop(struct imm_ctx *ctx);
-void imm_notifier_rearm(struct imm_ctx *ctx);
 bool imm_notifier_is_self(const struct imm_ctx *ctx);
 void imm_breaking_remove(struct imm_ctx *ctx, struct imm_handle *h);
 
