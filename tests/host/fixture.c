@@ -161,6 +161,32 @@ void fx_path(const struct fx_fs *fs, const char *name, char *out)
 	fmt(out, PATH_MAX, "%s/%s", fs->mnt, name);
 }
 
+struct fx_fs fx_ext4;
+
+int fx_group_ext4_setup(void **state)
+{
+	(void)state;
+	if (geteuid() == 0)
+		fx_mount(&fx_ext4, "ext4", 128, NULL);
+	return 0;
+}
+
+int fx_group_ext4_teardown(void **state)
+{
+	(void)state;
+	fx_umount(&fx_ext4);
+	return 0;
+}
+
+void fx_sparse_file(const char *path, uint64_t size)
+{
+	int fd = open(path, O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0644);
+
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, (off_t)size), 0);
+	close(fd);
+}
+
 void fx_write_pattern(const char *path, uint64_t off, uint64_t len, unsigned seed)
 {
 	char buf[65536];

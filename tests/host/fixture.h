@@ -36,7 +36,14 @@ void fx_mount(struct fx_fs *fs, const char *kind, unsigned size_mb,
 void fx_umount(struct fx_fs *fs);
 void fx_path(const struct fx_fs *fs, const char *name, char *out);
 
+/* One scratch ext4 for a whole test group: cmocka group setup/teardown
+ * (it mounts only as root; the tests call fx_need_root() themselves). */
+extern struct fx_fs fx_ext4;
+int fx_group_ext4_setup(void **state);
+int fx_group_ext4_teardown(void **state);
+
 /* Files */
+void fx_sparse_file(const char *path, uint64_t size);	/* all hole */
 void fx_write_pattern(const char *path, uint64_t off, uint64_t len, unsigned seed);
 uint64_t fx_checksum(const char *path);	/* content + size */
 /* The same through an fd: opening a sealed file would break its seal. */

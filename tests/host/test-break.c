@@ -23,26 +23,9 @@
 #define SEC 1000000000ull
 #define FILE_SIZE (1u << 20)
 
-static struct fx_fs ext4;
-
-static int setup(void **state)
-{
-	(void)state;
-	if (geteuid() == 0)
-		fx_mount(&ext4, "ext4", 128, NULL);
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	fx_umount(&ext4);
-	return 0;
-}
-
 static void make_file(const char *name, char *path)
 {
-	fx_path(&ext4, name, path);
+	fx_path(&fx_ext4, name, path);
 	unlink(path);
 	fx_write_pattern(path, 0, FILE_SIZE, 31);
 }
@@ -363,7 +346,7 @@ static void break_finds_its_handle_among_many(void **state)
 		char name[32];
 
 		snprintf(name, sizeof(name), "many-%d", i);
-		fx_path(&ext4, name, p[i]);
+		fx_path(&fx_ext4, name, p[i]);
 		fx_write_pattern(p[i], 0, 4096, (unsigned)i);
 		assert_int_equal(imm_handle_open(ctx, p[i], IMM_RDWR, &h[i]), 0);
 		assert_int_equal(imm_seal(h[i], 0, 4096, IMM_SEAL_EXCLUSIVE, NULL), 0);
@@ -488,5 +471,6 @@ int main(void)
 		cmocka_unit_test(default_dispositions_survive),
 	};
 
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, fx_group_ext4_setup,
+				      fx_group_ext4_teardown);
 }

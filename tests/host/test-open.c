@@ -14,24 +14,6 @@
 
 #include "fixture.h"
 
-static struct fx_fs ext4;
-
-static int setup(void **state)
-{
-	(void)state;
-	if (geteuid() != 0)
-		return 0;
-	fx_mount(&ext4, "ext4", 64, NULL);
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	fx_umount(&ext4);
-	return 0;
-}
-
 static void expect_refused(const char *path, uint32_t flags, int want)
 {
 	struct imm_handle *h = (struct imm_handle *)0x1;
@@ -53,7 +35,7 @@ static void open_regular_file(void **state)
 
 	(void)state;
 	fx_need_root("a scratch ext4 on a loop device");
-	fx_path(&ext4, "plain", p);
+	fx_path(&fx_ext4, "plain", p);
 	fx_write_pattern(p, 0, 8192, 1);
 	ctx = fx_ctx(&log);
 	assert_int_equal(imm_handle_open(ctx, p, IMM_RDWR, &h), 0);
@@ -76,9 +58,9 @@ static void refuse_missing_and_bad_flags(void **state)
 
 	(void)state;
 	fx_need_root("a scratch ext4 on a loop device");
-	fx_path(&ext4, "does-not-exist", p);
+	fx_path(&fx_ext4, "does-not-exist", p);
 	expect_refused(p, IMM_RDONLY, -ENOENT);
-	fx_path(&ext4, "plain2", p);
+	fx_path(&fx_ext4, "plain2", p);
 	fx_write_pattern(p, 0, 4096, 1);
 	expect_refused(p, 0x80, -EINVAL);
 }
@@ -87,7 +69,7 @@ static void refuse_directory(void **state)
 {
 	(void)state;
 	fx_need_root("a scratch ext4 on a loop device");
-	expect_refused(ext4.mnt, IMM_RDONLY, -EISDIR);
+	expect_refused(fx_ext4.mnt, IMM_RDONLY, -EISDIR);
 }
 
 /* Opening a FIFO for reading blocks until a writer comes: the check must
@@ -98,7 +80,7 @@ static void refuse_fifo_without_blocking(void **state)
 
 	(void)state;
 	fx_need_root("a scratch ext4 on a loop device");
-	fx_path(&ext4, "fifo", p);
+	fx_path(&fx_ext4, "fifo", p);
 	assert_int_equal(mkfifo(p, 0644), 0);
 	alarm(10);
 	expect_refused(p, IMM_RDONLY, -EINVAL);
@@ -114,7 +96,7 @@ static void refuse_devices_and_sockets(void **state)
 	fx_need_root("a scratch ext4 on a loop device");
 	expect_refused("/dev/null", IMM_RDONLY, -EINVAL);
 	assert_true(snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/sock",
-			     ext4.mnt) < (int)sizeof(sa.sun_path));
+			     fx_ext4.mnt) < (int)sizeof(sa.sun_path));
 	s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	assert_true(s >= 0);
 	assert_int_equal(bind(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
@@ -144,7 +126,7 @@ static void refuse_active_swapfile(void **state)
 
 	(void)state;
 	fx_need_root("swapon of a swapfile on a loop ext4");
-	fx_path(&ext4, "swap", p);
+	fx_path(&fx_ext4, "swap", p);
 	assert_true(snprintf(cmd, sizeof(cmd),
 			     "dd if=/dev/zero of=%s bs=1M count=16 status=none && "
 			     "chmod 600 %s && mkswap %s >/dev/null && swapon %s",
@@ -173,7 +155,7 @@ static void from_fd_shares_the_open_file(void **state)
 
 	(void)state;
 	fx_need_root("a scratch ext4 on a loop device");
-	fx_path(&ext4, "adopt", p);
+	fx_path(&fx_ext4, "adopt", p);
 	fx_write_pattern(p, 0, 4096, 4);
 	fd = open(p, O_RDONLY | O_CLOEXEC);
 	assert_true(fd >= 0);
@@ -203,10 +185,10 @@ static void from_fd_refusals(void **state)
 	ctx = fx_ctx(&log);
 	assert_int_equal(imm_handle_from_fd(ctx, 987, 0, &h), -EBADF);
 	assert_logged(&log);
-	fd = open(ext4.mnt, O_PATH | O_CLOEXEC);
+	fd = open(fx_ext4.mnt, O_PATH | O_CLOEXEC);
 	assert_int_equal(imm_handle_from_fd(ctx, fd, 0, &h), -EBADF);
 	close(fd);
-	fd = open(ext4.mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	fd = open(fx_ext4.mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	assert_int_equal(imm_handle_from_fd(ctx, fd, 0, &h), -EISDIR);
 	assert_int_equal(imm_handle_from_fd(ctx, fd, 1, &h), -EINVAL);
 	close(fd);
@@ -227,7 +209,7 @@ static void open_of_leased_file_does_not_block(void **state)
 
 	(void)state;
 	fx_need_root("a scratch ext4 on a loop device");
-	fx_path(&ext4, "leased", p);
+	fx_path(&fx_ext4, "leased", p);
 	fx_write_pattern(p, 0, 4096, 5);
 	assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
 	pid = fork();
@@ -299,5 +281,6 @@ int main(void)
 		cmocka_unit_test(null_arguments),
 	};
 
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, fx_group_ext4_setup,
+				      fx_group_ext4_teardown);
 }

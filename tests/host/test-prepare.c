@@ -130,15 +130,12 @@ static void ext4_holes_unwritten_delalloc(void **state)
 	struct fx_fs fs;
 	char p[PATH_MAX];
 	struct raw_map m;
-	int fd;
 
 	(void)state;
 	fx_need_root("a scratch ext4 on a loop device");
 	fx_mount(&fs, "ext4", 64, NULL);
 	fx_path(&fs, "f", p);
-	fd = open(p, O_CREAT | O_RDWR | O_CLOEXEC, 0644);
-	assert_int_equal(ftruncate(fd, (off_t)size), 0);
-	close(fd);
+	fx_sparse_file(p, size);
 	fx_write_pattern(p, 0, 1 << 20, 7);
 	sync();
 	prealloc(p, 2 << 20, 1 << 20);		/* unwritten */
@@ -195,15 +192,12 @@ static void shared_seal_prepares_before_leasing(void **state)
 	const uint64_t size = 4u << 20;
 	struct fx_fs fs;
 	char p[PATH_MAX];
-	int fd;
 
 	(void)state;
 	fx_need_root("a scratch ext4 on a loop device");
 	fx_mount(&fs, "ext4", 64, NULL);
 	fx_path(&fs, "s", p);
-	fd = open(p, O_CREAT | O_RDWR | O_CLOEXEC, 0644);
-	assert_int_equal(ftruncate(fd, (off_t)size), 0);
-	close(fd);
+	fx_sparse_file(p, size);
 	fx_write_pattern(p, 1 << 20, 4096, 13);
 	seal_and_check_final(p, IMM_RDONLY, IMM_SEAL_SHARED, size);
 	fx_umount(&fs);
@@ -220,15 +214,12 @@ static void tmpfs_allocation_map(void **state)
 	struct fx_fs fs;
 	char p[PATH_MAX];
 	uint64_t sum;
-	int fd;
 
 	(void)state;
 	fx_need_root("mounting a tmpfs");
 	fx_mount(&fs, "tmpfs", 16, NULL);
 	fx_path(&fs, "t", p);
-	fd = open(p, O_CREAT | O_RDWR | O_CLOEXEC, 0644);
-	assert_int_equal(ftruncate(fd, (off_t)size), 0);
-	close(fd);
+	fx_sparse_file(p, size);
 	fx_write_pattern(p, 64 << 10, 8192, 14);
 	sum = fx_checksum(p);
 	ctx = fx_ctx(&log);
@@ -264,15 +255,12 @@ static void enospc_leaves_nothing_behind(void **state)
 	struct fx_fs fs;
 	char p[PATH_MAX];
 	uint64_t sum;
-	int fd;
 
 	(void)state;
 	fx_need_root("a tiny ext4 on a loop device");
 	fx_mount(&fs, "ext4", 16, NULL);
 	fx_path(&fs, "big", p);
-	fd = open(p, O_CREAT | O_RDWR | O_CLOEXEC, 0644);
-	assert_int_equal(ftruncate(fd, (off_t)size), 0);
-	close(fd);
+	fx_sparse_file(p, size);
 	fx_write_pattern(p, 0, 1 << 20, 15);
 	fx_write_pattern(p, 40 << 20, 1 << 20, 16);
 	sum = fx_checksum(p);
@@ -331,15 +319,12 @@ static void no_prepare_refuses_and_changes_nothing(void **state)
 	struct fx_log log;
 	struct fx_fs fs;
 	char p[PATH_MAX];
-	int fd;
 
 	(void)state;
 	fx_need_root("a scratch ext4 on a loop device");
 	fx_mount(&fs, "ext4", 32, NULL);
 	fx_path(&fs, "np", p);
-	fd = open(p, O_CREAT | O_RDWR | O_CLOEXEC, 0644);
-	assert_int_equal(ftruncate(fd, (off_t)size), 0);
-	close(fd);
+	fx_sparse_file(p, size);
 	ctx = fx_ctx(&log);
 	assert_int_equal(imm_handle_open(ctx, p, IMM_RDWR, &h), 0);
 	assert_int_equal(imm_seal(h, 0, size, IMM_SEAL_EXCLUSIVE |
@@ -379,9 +364,7 @@ static void subrange_only(void **state)
 	fx_need_root("a scratch ext4 on a loop device");
 	fx_mount(&fs, "ext4", 32, NULL);
 	fx_path(&fs, "sub", p);
-	fd = open(p, O_CREAT | O_RDWR | O_CLOEXEC, 0644);
-	assert_int_equal(ftruncate(fd, (off_t)size), 0);
-	close(fd);
+	fx_sparse_file(p, size);
 	ctx = fx_ctx(NULL);
 	assert_int_equal(imm_handle_open(ctx, p, IMM_RDWR, &h), 0);
 	/* unaligned on purpose: whole blocks around it get prepared */

@@ -17,27 +17,10 @@
 
 #define MiB (1u << 20)
 
-static struct fx_fs ext4;
-
-static int setup(void **state)
-{
-	(void)state;
-	if (geteuid() == 0)
-		fx_mount(&ext4, "ext4", 128, NULL);
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	fx_umount(&ext4);
-	return 0;
-}
-
 /* A fully written file of size bytes, named name. */
 static void make_file(const char *name, uint64_t size, char *path)
 {
-	fx_path(&ext4, name, path);
+	fx_path(&fx_ext4, name, path);
 	unlink(path);
 	fx_write_pattern(path, 0, size, 21);
 }
@@ -195,8 +178,8 @@ static void not_the_owner(void **state)
 	fx_need_root("dropping to uid 65534 to be a non-owner");
 	make_file("owned", MiB, p);
 	assert_int_equal(chmod(p, 0644), 0);
-	assert_int_equal(chmod(ext4.dir, 0755), 0);	/* mkdtemp made it 0700 */
-	assert_int_equal(chmod(ext4.mnt, 0755), 0);
+	assert_int_equal(chmod(fx_ext4.dir, 0755), 0);	/* mkdtemp made it 0700 */
+	assert_int_equal(chmod(fx_ext4.mnt, 0755), 0);
 	pid = fork();
 	if (pid == 0) {
 		struct imm_handle *h;
@@ -547,5 +530,6 @@ int main(void)
 		cmocka_unit_test(backend_override),
 	};
 
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, fx_group_ext4_setup,
+				      fx_group_ext4_teardown);
 }
