@@ -199,15 +199,11 @@ int imm_prepare(struct imm_handle *h, int fd, uint64_t start, uint64_t end)
 	r = imm_extent_map_read(ctx, fd, start, end, alloc_only, true, &m);
 	if (r < 0)
 		goto out;
+	/* No fsync here: the seal syncs the file once, prepared or not. */
 	r = rewrite_unwritten(ctx, fd, &m, start, end, (uint64_t)st.st_size);
-	if (r < 0)
-		goto out;
-	if (fsync(fd) < 0) {
-		r = -errno;
-		err(ctx, "fsync after preparing: %s", strerror(-r));
-	}
-	dbg(ctx, "prepared [%llu, %llu)", (unsigned long long)start,
-	    (unsigned long long)end);
+	if (r == 0)
+		dbg(ctx, "prepared [%llu, %llu)", (unsigned long long)start,
+		    (unsigned long long)end);
 out:
 	imm_extent_map_free(&m);
 	return r;
