@@ -454,9 +454,7 @@ static void library_fds_are_cloexec(void **state)
 static void context_settings(void **state)
 {
 	struct imm_ctx *ctx, *r;
-	struct imm_handle *h;
 	struct fx_log log;
-	char p[PATH_MAX];
 	int x;
 
 	(void)state;
@@ -482,15 +480,34 @@ static void context_settings(void **state)
 	assert_int_equal(imm_ctx_set_event_fn(ctx, NULL, NULL, IMM_EVENT_FN_ASYNC),
 			 -EINVAL);
 	assert_int_equal(imm_ctx_set_event_fn(ctx, NULL, NULL, 0x10), -EINVAL);
-	if (geteuid() == 0) {
-		/* once the notifier runs, its signal is fixed */
-		make_file("settings", MiB, p);
-		assert_int_equal(imm_handle_open(ctx, p, IMM_RDWR, &h), 0);
-		assert_int_equal(imm_seal(h, 0, MiB, IMM_SEAL_EXCLUSIVE, NULL), 0);
-		assert_int_equal(imm_ctx_set_signal(ctx, SIGRTMIN + 5), -EBUSY);
-		assert_int_equal(imm_ctx_set_signal(ctx, SIGRTMIN + 4), 0);
-		imm_handle_close(h);
-	}
+	imm_ctx_unref(ctx);
+}
+
+/* Once the notifier runs, its signal is fixed. */
+static void signal_fixed_once_notifier_runs(void **state)
+{
+	struct imm_handle *h;
+	struct imm_ctx *ctx;
+	char p[PATH_MAX];
+
+	(void)state;
+	fx_need_root("a scratch ext4 on a loop device");
+	ctx = fx_ctx(NULL);
+	assert_int_equal(imm_ctx_set_signal(ctx, SIGRTMIN + 4), 0);
+	make_file("settings", MiB, p);
+	assert_int_equal(imm_handle_open(ctx, p, IMM_RDWR, &h), 0);
+	assert_int_equal(imm_seal(h, 0, MiB, IMM_SEAL_EXCLUSIVE, NULL), 0);
+	assert_int_equal(imm_ctx_set_signal(ctx, SIGRTMIN + 5), -EBUSY);
+	assert_int_equal(imm_ctx_set_signal(ctx, SIGRTMIN + 4), 0);
+	assert_int_equal(imm_ctx_get_signal(ctx), SIGRTMIN + 4);
+	/* breaks still arrive on the chosen signal */
+	pid_t pid = fx_breaker_start(p, FX_OPEN_RDONLY);
+
+	while (imm_handle_get_state(h) != IMM_STATE_BREAKING)
+		assert_true(fx_dispatch_wait(ctx, 10000) >= 0);
+	assert_int_equal(imm_release(h), 0);
+	fx_breaker_wait(pid);
+	imm_handle_close(h);
 	imm_ctx_unref(ctx);
 }
 
@@ -527,6 +544,7 @@ int main(void)
 		cmocka_unit_test(fork_child_is_inert),
 		cmocka_unit_test(library_fds_are_cloexec),
 		cmocka_unit_test(context_settings),
+		cmocka_unit_test(signal_fixed_once_notifier_runs),
 		cmocka_unit_test(backend_override),
 	};
 
