@@ -77,6 +77,12 @@ IMM_EXPORT int imm_ctx_new(struct imm_ctx **ret_ctx)
 		free(ctx);
 		return -r;
 	}
+	r = pthread_mutex_init(&ctx->ndctl_lock, NULL);
+	if (r) {
+		pthread_mutex_destroy(&ctx->lock);
+		free(ctx);
+		return -r;
+	}
 	ctx->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (ctx->event_fd < 0) {
 		r = -errno;
@@ -91,6 +97,7 @@ IMM_EXPORT int imm_ctx_new(struct imm_ctx **ret_ctx)
 fail:
 	if (ctx->event_fd >= 0)
 		close(ctx->event_fd);
+	pthread_mutex_destroy(&ctx->ndctl_lock);
 	pthread_mutex_destroy(&ctx->lock);
 	free(ctx);
 	return r;
@@ -113,7 +120,9 @@ void imm_ctx_destroy(struct imm_ctx *ctx)
 	if (!imm_forked(ctx)) {
 		imm_event_purge_all(ctx);
 		pthread_mutex_destroy(&ctx->lock);
+		pthread_mutex_destroy(&ctx->ndctl_lock);
 	}
+	imm_topology_free(ctx);
 	close(ctx->event_fd);
 	free(ctx->by_fd);
 	free(ctx);

@@ -31,6 +31,17 @@ void imm_handle_unref(struct imm_handle *h)
 	imm_ctx_unref(ctx);
 }
 
+/* h->lock held: a duplicate of the handle's fd, or -EBADF once closed. */
+int imm_handle_dup_fd(struct imm_handle *h)
+{
+	int fd;
+
+	if (h->state == IMM_STATE_CLOSED)
+		return -EBADF;
+	fd = fcntl(h->fd, F_DUPFD_CLOEXEC, 3);
+	return fd < 0 ? -errno : fd;
+}
+
 /* Takes ownership of fd: on failure it is closed. */
 static int handle_new(struct imm_ctx *ctx, int fd, bool writable,
 		      const char *what, struct imm_handle **ret)

@@ -9,18 +9,6 @@
 
 #include "private.h"
 
-static bool is_dax(int fd)
-{
-	struct statx stx;
-
-	/* The attribute *mask* claims DAX even on tmpfs; only the attribute
-	 * itself says the file is accessed directly. */
-	if (statx(fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &stx) < 0)
-		return false;
-	return (stx.stx_attributes_mask & STATX_ATTR_DAX) &&
-	       (stx.stx_attributes & STATX_ATTR_DAX);
-}
-
 IMM_EXPORT int imm_layout_query(struct imm_handle *h, uint64_t offset,
 				uint64_t length, struct imm_layout_info *info)
 {
@@ -65,7 +53,7 @@ IMM_EXPORT int imm_layout_query(struct imm_handle *h, uint64_t offset,
 	out.file_size = (uint64_t)st.st_size;
 	out.fs_magic = h->fs_magic;
 	out.block_size = h->block_size;
-	if (is_dax(h->fd))
+	if (imm_fd_is_dax(h->fd))
 		out.flags |= IMM_LAYOUT_DAX;
 	if (!imm_fs_has_fiemap(h->fs_magic))
 		out.flags |= IMM_LAYOUT_ALLOC_ONLY;

@@ -49,6 +49,26 @@ struct imm_event {
 };
 
 struct imm_seal_backend;
+struct ndctl_ctx;
+struct pmem2_map;
+struct pmem2_vm_reservation;
+
+/* A mapping of a sealed range (map.c).  Lives until imm_unmap(); torn down
+ * (pm == NULL, the address range left reserved) with the seal. */
+struct imm_map {
+	struct imm_handle *h;		/* holds a reference */
+	struct imm_map *next;		/* h->maps, under h->lock */
+	struct pmem2_vm_reservation *rsv;
+	struct pmem2_map *pm;
+	void *addr;
+	uint64_t offset;
+	uint64_t length;
+	uint32_t flags;
+	enum imm_granularity gran;
+	imm_persist_fn persist;
+	imm_flush_fn flush;
+	imm_drain_fn drain;
+};
 
 struct imm_ctx {
 	atomic_int refcount;
@@ -85,6 +105,10 @@ struct imm_ctx {
 	pid_t notifier_tid;
 	atomic_bool notifier_stop;
 	bool free_on_notifier_exit;	/* last unref ran on the notifier */
+
+	/* libndctl is not thread-safe: one context, used under its lock */
+	pthread_mutex_t ndctl_lock;
+	struct ndctl_ctx *ndctl;
 };
 
 struct imm_handle {
@@ -108,6 +132,7 @@ struct imm_handle {
 	bool broken_while_sealing;	/* a break arrived during imm_seal() */
 	bool mismatch_reported;		/* one VERIFY_MISMATCH event per seal */
 	struct imm_extent_map snapshot;
+	struct imm_map *maps;		/* under h->lock */
 
 	/* BREAKING bookkeeping, under ctx->lock */
 	uint64_t break_ns;
@@ -142,6 +167,7 @@ void imm_range_align(uint64_t offset, uint64_t length, uint32_t block,
 		     uint64_t *ret_start, uint64_t *ret_end);
 int imm_opts_check(const void *opts, size_t known_size, size_t given_size);
 bool imm_forked(const struct imm_ctx *ctx);
+bool imm_fd_is_dax(int fd);
 int imm_check_fork(const struct imm_ctx *ctx, const char *what);
 
 /* ctx.c */
@@ -153,6 +179,7 @@ void imm_ctx_untrack(struct imm_ctx *ctx, struct imm_handle *h);
 /* handle.c */
 struct imm_handle *imm_handle_ref(struct imm_handle *h);
 void imm_handle_unref(struct imm_handle *h);
+int imm_handle_dup_fd(struct imm_handle *h);
 
 /* fscheck.c */
 int imm_fscheck_type(struct imm_ctx *ctx, int fd, const char *what);
@@ -181,6 +208,28 @@ bool imm_extent_map_final(const struct imm_extent_map *map, uint64_t start,
 
 /* prepare.c */
 int imm_prepare(struct imm_handle *h, int fd, uint64_t start, uint64_t end);
+
+/* map.c: h->lock held; unmaps every mapping, keeps the address ranges */
+void imm_map_teardown_all(struct imm_handle *h);
+enum imm_granularity imm_map_probe(struct imm_handle *h, int fd, uint32_t flags);
+
+/* topology.c, badblocks.c */
+void imm_topology_free(struct imm_ctx *ctx);
+struct imm_pmem_loc {
+	struct ndctl_region *region;	/* valid under ctx->ndctl_lock */
+	uint64_t data_offset;		/* region start -> disk start, bytes */
+	uint64_t part_start;		/* disk start -> filesystem, bytes */
+	bool linear;			/* sectors map 1:1 (not BTT) */
+};
+int imm_pmem_locate(struct imm_handle *h, int fd, struct imm_topology *topo,
+		    struct imm_pmem_loc *loc);
+ssize_t imm_badblocks_intersect(const struct imm_pmem_loc *loc,
+				const struct imm_extent_map *map,
+				uint64_t start, uint64_t end,
+				struct imm_badblock *out, size_t max);
+int imm_badblocks_check_seal(struct imm_handle *h,
+			     const struct imm_extent_map *map,
+			     uint64_t start, uint64_t end);
 
 /* seal backends (seal-lease.c; seal-layout.c with the companion patch) */
 struct imm_seal_backend {

@@ -28,13 +28,14 @@ static bool is_sealed(int state)
 }
 
 /*
- * The one safe order: registrations, then mappings, then the seal.  Later
- * pieces (mappings, MRs) hook in above the unseal.  h->lock held.
+ * The one safe order: registrations, then mappings, then the seal.  Verbs
+ * registrations hook in above the mappings.  h->lock held.
  */
 int imm_seal_teardown(struct imm_handle *h, int new_state)
 {
 	int r = 0;
 
+	imm_map_teardown_all(h);
 	if (is_sealed(h->state))
 		r = h->ctx->backend->unseal(h);
 	if (h->state == IMM_STATE_BREAKING)
@@ -50,7 +51,7 @@ static int check_seal_args(struct imm_handle *h, uint32_t flags,
 	struct imm_ctx *ctx = h->ctx;
 	uint32_t mode = flags & (IMM_SEAL_SHARED | IMM_SEAL_EXCLUSIVE);
 	uint32_t known = IMM_SEAL_SHARED | IMM_SEAL_EXCLUSIVE |
-			 IMM_SEAL_NO_PREPARE;
+			 IMM_SEAL_NO_PREPARE | IMM_SEAL_NO_BADBLOCKS;
 	int r;
 
 	if (flags & ~known) {
@@ -215,6 +216,8 @@ static int seal_work(struct imm_handle *h, struct sealing *s)
 	if (r == 0 && !map_final(s, &bad, &bad_flags))
 		r = not_final(h, bad, bad_flags, "it changed between preparation "
 			      "and sealing; another writer may be at work: retry");
+	if (r == 0 && (s->flags & IMM_SEAL_NO_BADBLOCKS))
+		r = imm_badblocks_check_seal(h, &s->map, s->start, s->end);
 	if (r == 0 && fsync(h->fd) < 0) {
 		r = -errno;
 		err(h->ctx, "fsync: %s", strerror(-r));

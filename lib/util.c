@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -112,4 +113,16 @@ int imm_check_fork(const struct imm_ctx *ctx, const char *what)
 		 "seals do not cross fork(): create a new context in the child",
 	    what, (int)ctx->pid, (int)getpid());
 	return -ECHILD;
+}
+
+/* The attribute *mask* claims DAX even on tmpfs; only the attribute itself
+ * says the file is accessed directly. */
+bool imm_fd_is_dax(int fd)
+{
+	struct statx stx;
+
+	if (statx(fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &stx) < 0)
+		return false;
+	return (stx.stx_attributes_mask & STATX_ATTR_DAX) &&
+	       (stx.stx_attributes & STATX_ATTR_DAX);
 }

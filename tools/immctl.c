@@ -228,12 +228,66 @@ struct status {
 	bool have_map;
 	const char *no_map_why;
 	struct imm_layout_info li;
+	struct imm_topology topo;
+	struct imm_badblock bb[16];
+	int nbb;		/* found, or -errno */
 };
 
 static void print_kind_json(const char *name, uint64_t n, uint64_t bytes)
 {
 	printf(",\"%s\":{\"count\":%" PRIu64 ",\"bytes\":%" PRIu64 "}", name, n,
 	       bytes);
+}
+
+static void print_topology_json(const struct status *s)
+{
+	const struct imm_topology *t = &s->topo;
+
+	printf(",\"device\":");
+	if (t->blockdev[0]) {
+		printf("{\"blockdev\":");
+		json_string(stdout, t->blockdev);
+		printf(",\"disk\":");
+		json_string(stdout, t->disk);
+		if (t->flags & IMM_TOPO_PARTITION)
+			printf(",\"partition_start\":%" PRIu64 "}", t->part_start);
+		else
+			printf(",\"partition_start\":null}");
+	} else {
+		printf("null");
+	}
+	printf(",\"pmem\":");
+	if (t->flags & IMM_TOPO_PMEM) {
+		printf("{\"bus\":");
+		json_string(stdout, t->bus);
+		printf(",\"region\":");
+		json_string(stdout, t->region);
+		printf(",\"persistence_domain\":");
+		json_string(stdout, t->persistence_domain);
+		printf(",\"namespace\":");
+		json_string(stdout, t->ns_name);
+		printf(",\"mode\":");
+		json_string(stdout, t->ns_mode);
+		printf(",\"size\":%" PRIu64 ",\"align\":%" PRIu64
+		       ",\"data_offset\":%" PRIu64 "}", t->ns_size, t->ns_align,
+		       t->data_offset);
+	} else {
+		printf("null");
+	}
+	printf(",\"granularity\":{\"sync\":\"%s\",\"page_ok\":\"%s\"}",
+	       imm_granularity_name(t->gran_sync),
+	       imm_granularity_name(t->gran_page_ok));
+	if (s->nbb < 0) {
+		printf(",\"badblocks\":null,\"badblocks_error\":");
+		json_string(stdout, strerror(-s->nbb));
+		return;
+	}
+	printf(",\"badblocks_total\":%d,\"badblocks\":[", s->nbb);
+	for (int i = 0; i < s->nbb && i < 16; i++)
+		printf("%s{\"offset\":%" PRIu64 ",\"length\":%" PRIu64
+		       ",\"sector\":%" PRIu64 "}", i ? "," : "", s->bb[i].offset,
+		       s->bb[i].length, s->bb[i].sector);
+	printf("]");
 }
 
 static void print_status_json(const struct status *s)
@@ -257,6 +311,7 @@ static void print_status_json(const struct status *s)
 		printf(",\"final\":%s,\"alloc_only\":%s",
 		       li->flags & IMM_LAYOUT_FINAL ? "true" : "false",
 		       li->flags & IMM_LAYOUT_ALLOC_ONLY ? "true" : "false");
+		print_topology_json(s);
 	} else {
 		printf(",\"extent_map\":null,\"extent_map_skipped\":");
 		json_string(stdout, s->no_map_why);
@@ -282,6 +337,39 @@ static void print_kind(const char *name, uint64_t n, uint64_t bytes)
 	       bytes);
 }
 
+static void print_topology(const struct status *s)
+{
+	const struct imm_topology *t = &s->topo;
+
+	if (!t->blockdev[0])
+		printf("device:      none (no block device under the filesystem)\n");
+	else if (t->flags & IMM_TOPO_PARTITION)
+		printf("device:      %s (partition of %s at byte %" PRIu64 ")\n",
+		       t->blockdev, t->disk, t->part_start);
+	else
+		printf("device:      %s\n", t->blockdev);
+	if (t->flags & IMM_TOPO_PMEM) {
+		printf("pmem:        %s, %s, %" PRIu64 " bytes, align %" PRIu64
+		       "\n", t->ns_name, t->ns_mode, t->ns_size, t->ns_align);
+		printf("region:      %s on %s, persistence domain %s, data at "
+		       "+%" PRIu64 "\n", t->region, t->bus,
+		       t->persistence_domain, t->data_offset);
+	} else {
+		printf("pmem:        no (not on an nvdimm namespace)\n");
+	}
+	printf("mapping:     %s with IMM_MAP_SYNC, %s with IMM_MAP_PAGE_OK\n",
+	       t->gran_sync ? imm_granularity_name(t->gran_sync) : "refused",
+	       imm_granularity_name(t->gran_page_ok));
+	if (s->nbb < 0)
+		printf("badblocks:   unknown: %s\n", strerror(-s->nbb));
+	else if (s->nbb == 0)
+		printf("badblocks:   none known in the file\n");
+	for (int i = 0; i < s->nbb && i < 16; i++)
+		printf("badblock:    file offset %" PRIu64 ", %" PRIu64
+		       " bytes (sector %" PRIu64 ")\n", s->bb[i].offset,
+		       s->bb[i].length, s->bb[i].sector);
+}
+
 static void print_status(const struct status *s)
 {
 	printf("file:        %s\n", s->path);
@@ -302,6 +390,7 @@ static void print_status(const struct status *s)
 		print_kind("other", li->other, li->other_bytes);
 		printf("final:       %s\n", li->flags & IMM_LAYOUT_FINAL ?
 			       "yes (sealable as is)" : "no (a seal prepares it first)");
+		print_topology(s);
 	} else {
 		printf("extents:     not read: %s\n", s->no_map_why);
 	}
@@ -328,7 +417,12 @@ static int read_map(struct status *s)
 	r = imm_handle_open(ctx, s->path, IMM_RDONLY, &h);
 	if (r == 0) {
 		s->li.sz = sizeof(s->li);
+		s->topo.sz = sizeof(s->topo);
 		r = imm_layout_query(h, 0, 0, &s->li);
+		if (r == 0)
+			r = imm_topology_query(h, &s->topo);
+		if (r == 0)
+			s->nbb = imm_badblocks(h, s->bb, 16);
 		imm_handle_close(h);
 	}
 	imm_ctx_unref(ctx);

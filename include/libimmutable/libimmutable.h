@@ -158,6 +158,8 @@ const char *imm_handle_get_fs_name(const struct imm_handle *h);
 #define IMM_SEAL_SHARED 0x1u	/* read-only users; needs an IMM_RDONLY handle */
 #define IMM_SEAL_EXCLUSIVE 0x2u	/* the holder writes; only open of the file */
 #define IMM_SEAL_NO_PREPARE 0x4u /* fail with -EUCLEAN instead of preparing */
+#define IMM_SEAL_NO_BADBLOCKS 0x8u /* fail with -EIO if known media errors
+				     * lie in the range (since 1.1) */
 
 struct imm_seal_opts {
 	size_t sz;		/* sizeof(struct imm_seal_opts) */
@@ -172,6 +174,83 @@ int imm_release(struct imm_handle *h);
 int imm_verify(struct imm_handle *h);
 int imm_handle_get_seal(const struct imm_handle *h, uint64_t *ret_offset,
 			uint64_t *ret_length, uint32_t *ret_flags);
+
+/* ------------------------------------------------------------------ */
+/* DAX-safe mappings of a sealed range (since 1.1)                     */
+
+struct imm_map;
+
+/* The smallest store that is persistent once the map's persist function
+ * has run on it. */
+enum imm_granularity {
+	IMM_GRANULARITY_NONE = 0,	/* no such mapping can be made */
+	IMM_GRANULARITY_BYTE = 1,	/* stores persist from the CPU cache */
+	IMM_GRANULARITY_CACHE_LINE = 2,	/* persist = cache flush + fence */
+	IMM_GRANULARITY_PAGE = 3,	/* persist = msync of whole pages */
+};
+
+#define IMM_MAP_SYNC 0x1u	/* require synchronous faults (MAP_SYNC): byte
+				 * or cache-line granularity; the default */
+#define IMM_MAP_PAGE_OK 0x2u	/* accept page granularity (non-DAX files,
+				 * virtio-pmem): persist is msync */
+#define IMM_MAP_READONLY 0x4u	/* PROT_READ only */
+#define IMM_MAP_POPULATE 0x8u	/* fault every page in before returning */
+
+typedef void (*imm_persist_fn)(const void *ptr, size_t size);
+typedef void (*imm_flush_fn)(const void *ptr, size_t size);
+typedef void (*imm_drain_fn)(void);
+
+int imm_map(struct imm_handle *h, uint64_t offset, uint64_t length,
+	    uint32_t flags, struct imm_map **ret_map);
+int imm_unmap(struct imm_map *map);
+void *imm_map_get_addr(const struct imm_map *map);
+uint64_t imm_map_get_offset(const struct imm_map *map);
+uint64_t imm_map_get_length(const struct imm_map *map);
+struct imm_handle *imm_map_get_handle(const struct imm_map *map);
+enum imm_granularity imm_map_get_granularity(const struct imm_map *map);
+const char *imm_granularity_name(enum imm_granularity g);
+imm_persist_fn imm_map_get_persist_fn(const struct imm_map *map);
+imm_flush_fn imm_map_get_flush_fn(const struct imm_map *map);
+imm_drain_fn imm_map_get_drain_fn(const struct imm_map *map);
+int imm_map_deep_flush(struct imm_map *map, void *ptr, size_t size);
+
+/* ------------------------------------------------------------------ */
+/* Persistent-memory topology and media errors (since 1.1)             */
+
+#define IMM_TOPO_DAX 0x1u	/* the file is accessed directly (statx) */
+#define IMM_TOPO_PMEM 0x2u	/* on an nvdimm namespace: the fields below */
+#define IMM_TOPO_PARTITION 0x4u	/* the filesystem sits on a partition */
+
+struct imm_topology {
+	size_t sz;		/* caller: sizeof(struct imm_topology) */
+	uint32_t flags;		/* IMM_TOPO_* */
+	uint32_t reserved;
+	char blockdev[32];	/* the filesystem's block device, "pmem0p1" */
+	char disk[32];		/* its whole disk, "pmem0" */
+	uint64_t part_start;	/* bytes from the disk's start to the fs */
+	char bus[64];		/* nvdimm bus provider, "ACPI.NFIT" */
+	char region[32];	/* "region0" */
+	char persistence_domain[24]; /* cpu_cache, memory_controller, none,
+				      * unknown */
+	char ns_name[32];	/* "namespace0.0" */
+	char ns_mode[16];	/* fsdax, devdax, sector, raw */
+	uint64_t ns_size;	/* bytes */
+	uint64_t ns_align;	/* bytes; fsdax: the page-map alignment */
+	uint64_t data_offset;	/* bytes from the region's start to the disk */
+	/* what imm_map() of this file would get */
+	enum imm_granularity gran_sync;		/* IMM_MAP_SYNC */
+	enum imm_granularity gran_page_ok;	/* IMM_MAP_PAGE_OK */
+};
+
+/* One known media error inside the file's extents. */
+struct imm_badblock {
+	uint64_t offset;	/* file offset of the first bad byte */
+	uint64_t length;	/* bad bytes from there, inside one extent */
+	uint64_t sector;	/* 512-byte sector on the disk (blockdev) */
+};
+
+int imm_topology_query(struct imm_handle *h, struct imm_topology *topo);
+int imm_badblocks(struct imm_handle *h, struct imm_badblock *bb, size_t max);
 
 #ifdef __cplusplus
 }

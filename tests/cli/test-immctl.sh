@@ -59,6 +59,14 @@ check "status sees unwritten" test "$(jq -r .unwritten.bytes <<<"$out")" = 52428
 check "status: not final" test "$(jq -r .final <<<"$out")" = false
 check "status: no dax on ext4 loop" test "$(jq -r .dax <<<"$out")" = false
 check "status: no leases" test "$(jq -r '.leases | length' <<<"$out")" = 0
+check "status: the loop device" test "$(jq -r .device.blockdev <<<"$out")" = "$(basename "$(findmnt -n -o SOURCE --target "$f")")"
+check "status: not pmem" test "$(jq -r .pmem <<<"$out")" = null
+check "status: MAP_SYNC refused" test "$(jq -r .granularity.sync <<<"$out")" = none
+check "status: page granularity allowed" test "$(jq -r .granularity.page_ok <<<"$out")" = page
+check "status: no badblocks" test "$(jq -r .badblocks_total <<<"$out")" = 0
+text=$("$IMMCTL" status "$f")
+check "status text: mapping line" grep -q '^mapping: *refused with IMM_MAP_SYNC, page with IMM_MAP_PAGE_OK$' <<<"$text"
+check "status text: not pmem" grep -q '^pmem: *no' <<<"$text"
 
 # ---------------------------------------------------------------- seal
 sum=$(md5sum <"$f")
