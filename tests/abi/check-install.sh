@@ -30,8 +30,9 @@ pc() { pkg-config --define-variable=prefix="$prefix" "$@" libimmutable; }
 # shellcheck disable=SC2046
 cc -std=c11 -Wall -Wextra -Werror -o "$t/consumer" "$src/examples/consumer.c" \
 	$(pc --cflags --libs) -Wl,-rpath,"$libdir"
-ldd "$t/consumer" | grep -q "$libdir/libimmutable.so.1" \
-	|| { echo "FAIL: consumer did not link the installed copy"; fails=1; }
+ldd "$t/consumer" >"$t/ldd" 2>&1 || true
+grep -q "$libdir/libimmutable.so.1" "$t/ldd" \
+	|| { echo "FAIL: consumer did not link the installed copy:"; cat "$t/ldd"; fails=1; }
 "$t/consumer" >"$t/consumer.out" || { echo "FAIL: consumer run"; cat "$t/consumer.out"; fails=1; }
 
 # CMake consumer

@@ -272,14 +272,17 @@ static void bad_input_on_fsdax(void **state)
 /* The file's first physical byte, from FIEMAP. */
 static uint64_t first_physical(int fd)
 {
-	struct {
-		struct fiemap fm;
-		struct fiemap_extent ext[1];
-	} q = { .fm = { .fm_length = FIEMAP_MAX_OFFSET, .fm_extent_count = 1 } };
+	struct fiemap *fm = calloc(1, sizeof(*fm) + sizeof(struct fiemap_extent));
+	uint64_t phys;
 
-	assert_int_equal(ioctl(fd, FS_IOC_FIEMAP, &q), 0);
-	assert_int_equal(q.fm.fm_mapped_extents, 1);
-	return q.ext[0].fe_physical;
+	assert_non_null(fm);
+	fm->fm_length = FIEMAP_MAX_OFFSET;
+	fm->fm_extent_count = 1;
+	assert_int_equal(ioctl(fd, FS_IOC_FIEMAP, fm), 0);
+	assert_int_equal(fm->fm_mapped_extents, 1);
+	phys = fm->fm_extents[0].fe_physical;
+	free(fm);
+	return phys;
 }
 
 /*
