@@ -102,14 +102,44 @@ static int make_demo_file(char *path)
 	return 0;
 }
 
+/* Map the sealed range the safest way this file allows: synchronous
+ * faults on fsdax, page granularity (msync) elsewhere. */
+static int map_sealed(struct imm_handle *h, struct imm_map **m)
+{
+	struct imm_topology t = { .sz = sizeof(t) };
+	uint32_t how;
+	char *a;
+	int r;
+
+	r = imm_topology_query(h, &t);
+	if (r < 0)
+		return r;
+	how = t.gran_sync != IMM_GRANULARITY_NONE ? IMM_MAP_SYNC : IMM_MAP_PAGE_OK;
+	r = imm_map(h, 0, SIZE, how | IMM_MAP_POPULATE, m);
+	if (r < 0)
+		return r;
+	a = imm_map_get_addr(*m);
+	memcpy(a, "sealed", 6);
+	imm_map_get_persist_fn(*m)(a, 6);
+	say("mapped on %s (%s): %s granularity; wrote and persisted through "
+	    "the mapping\n", t.blockdev[0] ? t.blockdev : "no block device",
+	    t.flags & IMM_TOPO_PMEM ? t.ns_mode : "not pmem",
+	    imm_granularity_name(imm_map_get_granularity(*m)));
+	return 0;
+}
+
 static int break_once(struct imm_ctx *ctx, struct imm_handle *h,
 		      const char *path, int trunc, uint64_t *waited)
 {
 	int released = 0, st, r;
+	struct imm_map *m;
 	pid_t pid;
 
 	imm_ctx_set_event_fn(ctx, on_event, &released, 0);
 	r = imm_seal(h, 0, SIZE, IMM_SEAL_EXCLUSIVE, NULL);
+	if (r < 0)
+		return r;
+	r = map_sealed(h, &m);
 	if (r < 0)
 		return r;
 	say("sealed (exclusive); now a second process %s\n",
@@ -123,7 +153,10 @@ static int break_once(struct imm_ctx *ctx, struct imm_handle *h,
 		imm_ctx_dispatch(ctx);
 	}
 	waitpid(pid, &st, 0);
-	say("the second process went on after waiting %.3f ms\n", *waited / 1000.0);
+	say("the second process went on after waiting %.3f ms; our mapping "
+	    "went with the seal (%s)\n", *waited / 1000.0,
+	    imm_map_get_addr(m) ? "still mapped!" : "unmapped");
+	imm_unmap(m);
 	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -EIO;
 }
 
