@@ -240,6 +240,7 @@ static int map_create(struct imm_handle *h, int fd, struct imm_map *m)
 		}
 	}
 	if (r == 0) {
+		m->dax = imm_fd_is_dax(fd);
 		m->addr = pmem2_map_get_address(m->pm);
 		m->gran = from_pmem2(pmem2_map_get_store_granularity(m->pm));
 		m->persist = pmem2_get_persist_fn(m->pm);
@@ -388,6 +389,12 @@ IMM_EXPORT int imm_unmap(struct imm_map *m)
 	if (imm_forked(h->ctx))
 		return imm_check_fork(h->ctx, "imm_unmap");
 	pthread_mutex_lock(&h->lock);
+	if (m->mrs) {
+		pthread_mutex_unlock(&h->lock);
+		err(h->ctx, "imm_unmap: the mapping still has verbs registrations; "
+			    "imm_dereg_mr() them first");
+		return -EBUSY;
+	}
 	for (pp = &h->maps; *pp && *pp != m; pp = &(*pp)->next)
 		;
 	if (*pp)

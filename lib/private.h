@@ -64,6 +64,8 @@ struct imm_map {
 	uint64_t offset;
 	uint64_t length;
 	uint32_t flags;
+	bool dax;			/* the file is DAX (statx) */
+	struct imm_mr *mrs;		/* verbs.c, under h->lock */
 	enum imm_granularity gran;
 	imm_persist_fn persist;
 	imm_flush_fn flush;
@@ -208,6 +210,9 @@ bool imm_extent_map_final(const struct imm_extent_map *map, uint64_t start,
 
 /* prepare.c */
 int imm_prepare(struct imm_handle *h, int fd, uint64_t start, uint64_t end);
+
+/* verbs.c: h->lock held; deregisters every MR of the handle's mappings */
+void imm_verbs_teardown_all(struct imm_handle *h);
 
 /* map.c: h->lock held; unmaps every mapping, keeps the address ranges */
 void imm_map_teardown_all(struct imm_handle *h);

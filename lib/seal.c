@@ -28,13 +28,15 @@ static bool is_sealed(int state)
 }
 
 /*
- * The one safe order: registrations, then mappings, then the seal.  Verbs
- * registrations hook in above the mappings.  h->lock held.
+ * The one safe order: registrations, then mappings, then the seal: the NIC
+ * loses the memory before the CPU does, and both before the blocks can
+ * move.  h->lock held.
  */
 int imm_seal_teardown(struct imm_handle *h, int new_state)
 {
 	int r = 0;
 
+	imm_verbs_teardown_all(h);
 	imm_map_teardown_all(h);
 	if (is_sealed(h->state))
 		r = h->ctx->backend->unseal(h);
