@@ -133,29 +133,45 @@ static int reg(struct imm_mr *mr, int access)
 	return 0;
 }
 
+/* Prefetch in chunks: an SGE's length is 32 bits. */
+static int prefetch(struct imm_mr *mr, int access)
+{
+	const uint64_t chunk = 1ull << 30;
+	uint64_t off;
+	int r = 0;
+
+	for (off = 0; r == 0 && off < mr->length; off += chunk) {
+		struct ibv_sge sge = {
+			.addr = (uintptr_t)mr->addr + off,
+			.length = (uint32_t)(mr->length - off < chunk ?
+					     mr->length - off : chunk),
+			.lkey = mr->lkey,
+		};
+
+		r = -ibv_advise_mr(mr->pd, (access & WRITES) ?
+				   IBV_ADVISE_MR_ADVICE_PREFETCH_WRITE :
+				   IBV_ADVISE_MR_ADVICE_PREFETCH,
+				   IBV_ADVISE_MR_FLAG_FLUSH, &sge, 1);
+	}
+	return r;
+}
+
 /* ODP: a fault on first touch unless prefetched; prefetch what a populated
  * mapping already has, so the first RDMA does not pay for it. */
 static int reg_odp(struct imm_ctx *ctx, struct imm_mr *mr, int access,
 		   uint32_t flags)
 {
-	struct ibv_sge sge;
-	bool prefetch = (flags & IMM_MR_PREFETCH) ||
-			(!(flags & IMM_MR_NO_PREFETCH) &&
-			 (mr->m->flags & IMM_MAP_POPULATE));
+	bool want = (flags & IMM_MR_PREFETCH) ||
+		    (!(flags & IMM_MR_NO_PREFETCH) &&
+		     (mr->m->flags & IMM_MAP_POPULATE));
 	int r;
 
 	r = reg(mr, access | IBV_ACCESS_ON_DEMAND);
 	if (r < 0)
 		err(ctx, "imm_reg_mr: ODP registration: %s", strerror(-r));
-	if (r < 0 || !prefetch)
+	if (r < 0 || !want)
 		return r;
-	sge = (struct ibv_sge){ .addr = (uintptr_t)mr->addr,
-				.length = (uint32_t)mr->length,
-				.lkey = mr->lkey };
-	r = -ibv_advise_mr(mr->pd, (access & WRITES) ?
-			   IBV_ADVISE_MR_ADVICE_PREFETCH_WRITE :
-			   IBV_ADVISE_MR_ADVICE_PREFETCH,
-			   IBV_ADVISE_MR_FLAG_FLUSH, &sge, 1);
+	r = prefetch(mr, access);
 	if (r < 0 && (flags & IMM_MR_PREFETCH)) {
 		err(ctx, "imm_reg_mr: IMM_MR_PREFETCH: ibv_advise_mr: %s; the "
 			 "device may not prefetch (rxe does not): register "
@@ -165,7 +181,7 @@ static int reg_odp(struct imm_ctx *ctx, struct imm_mr *mr, int access,
 		return r;
 	}
 	if (r < 0)
-		warn(ctx, "ODP prefetch failed (%s); pages fault in on first "
+		info(ctx, "ODP prefetch failed (%s); pages fault in on first "
 			  "access", strerror(-r));
 	return 0;
 }

@@ -18,7 +18,6 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <sys/utsname.h>
 #include <syslog.h>
 #include <time.h>
@@ -26,8 +25,10 @@
 
 #include <libimmutable/libimmutable.h>
 
+#include "fsinfo.h"
 #include "json.h"
 #include "proclocks.h"
+#include "rdmaprobe.h"
 
 #define EXIT_USAGE 2
 #define MAX_HOLDERS 16
@@ -107,29 +108,53 @@ static int parse_size(const char *s, uint64_t *ret)
 
 /* ------------------------------------------------------------ probe */
 
-static int cmd_probe(int argc, char **argv)
+static const char probe_usage[] =
+	"usage: immctl probe [--json] [--page-cache-dir DIR] [--tmpfs-dir DIR]\n"
+	"                    [--dax-dir DIR]\n";
+
+/* 0: go on; else the exit status (-1: --help, exit 0). */
+static int parse_probe_args(int argc, char **argv, bool *json,
+			    struct rdma_probe_dirs *dirs)
 {
 	static const struct option opts[] = {
 		{ "json", no_argument, NULL, 'j' },
+		{ "page-cache-dir", required_argument, NULL, 'p' },
+		{ "tmpfs-dir", required_argument, NULL, 't' },
+		{ "dax-dir", required_argument, NULL, 'd' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "jh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'j': *json = true; break;
+		case 'p': dirs->page_cache = optarg; break;
+		case 't': dirs->tmpfs = optarg; break;
+		case 'd': dirs->dax = optarg; break;
+		default:
+			fputs(probe_usage, stderr);
+			return c == 'h' ? -1 : EXIT_USAGE;
+		}
+	}
+	if (optind != argc) {
+		fputs(probe_usage, stderr);
+		return EXIT_USAGE;
+	}
+	return 0;
+}
+
+static int cmd_probe(int argc, char **argv)
+{
+	struct rdma_probe_dirs dirs = { 0 };
 	struct imm_ctx *ctx;
 	struct utsname u;
 	bool json = false;
-	int c, le, lbt;
+	int r, le, lbt;
 
-	while ((c = getopt_long(argc, argv, "jh", opts, NULL)) != -1) {
-		if (c != 'j') {
-			fprintf(stderr, "usage: immctl probe [--json]\n");
-			return c == 'h' ? 0 : EXIT_USAGE;
-		}
-		json = true;
-	}
-	if (optind != argc) {
-		fprintf(stderr, "usage: immctl probe [--json]\n");
-		return EXIT_USAGE;
-	}
+	r = parse_probe_args(argc, argv, &json, &dirs);
+	if (r)
+		return r < 0 ? 0 : r;
 	if (new_ctx(&ctx))
 		return EXIT_FAILURE;
 	uname(&u);
@@ -139,7 +164,7 @@ static int cmd_probe(int argc, char **argv)
 		printf("{\"kernel\":");
 		json_string(stdout, u.release);
 		printf(",\"backend\":\"%s\",\"leases_enable\":%d,"
-		       "\"lease_break_time\":%d,\"signal\":%d}\n",
+		       "\"lease_break_time\":%d,\"signal\":%d,\"rdma\":",
 		       imm_backend_name(imm_ctx_get_backend(ctx)), le, lbt,
 		       imm_ctx_get_signal(ctx));
 	} else {
@@ -152,44 +177,15 @@ static int cmd_probe(int argc, char **argv)
 		printf("notifier signal:  %d (SIGRTMAX-%d)\n", imm_ctx_get_signal(ctx),
 		       SIGRTMAX - imm_ctx_get_signal(ctx));
 	}
+	fflush(stdout);
+	rdma_probe(&dirs, json);
+	if (json)
+		printf("}\n");
 	imm_ctx_unref(ctx);
 	return 0;
 }
 
 /* ------------------------------------------------------------ status */
-
-/* The filesystem's name from mountinfo: needs no open of the file. */
-static void fs_type_of(dev_t dev, char *out, size_t len)
-{
-	char line[4096];
-	FILE *f = fopen("/proc/self/mountinfo", "re");
-
-	snprintf(out, len, "unknown");
-	if (!f)
-		return;
-	while (fgets(line, sizeof(line), f)) {
-		unsigned maj, min;
-		char *sep, type[64];
-
-		if (sscanf(line, "%*d %*d %u:%u", &maj, &min) != 2 ||
-		    makedev(maj, min) != dev)
-			continue;
-		sep = strstr(line, " - ");
-		if (sep && sscanf(sep + 3, "%63s", type) == 1)
-			snprintf(out, len, "%s", type);
-	}
-	fclose(f);
-}
-
-static bool path_is_dax(const char *path)
-{
-	struct statx stx;
-
-	if (statx(AT_FDCWD, path, 0, STATX_BASIC_STATS, &stx) < 0)
-		return false;
-	return (stx.stx_attributes_mask & STATX_ATTR_DAX) &&
-	       (stx.stx_attributes & STATX_ATTR_DAX);
-}
 
 static size_t lease_holders(const struct stat *st, struct lease_holder *lh)
 {
@@ -711,7 +707,9 @@ static int cmd_seal(int argc, char **argv)
 static void usage(FILE *f)
 {
 	fputs("usage: immctl COMMAND [OPTIONS]\n"
-	      "  probe [--json]                 kernel, seal backend, lease settings\n"
+	      "  probe [--json] [--page-cache-dir DIR] [--tmpfs-dir DIR] [--dax-dir DIR]\n"
+	      "                                 kernel, seal backend, lease settings,\n"
+	      "                                 RDMA devices and registration modes\n"
 	      "  status [--json] [--force] FILE block map, DAX, lease holders\n"
 	      "  seal [--shared|--exclusive] [--json] [--auto-release]\n"
 	      "       [--offset N --length N] FILE\n"

@@ -42,7 +42,26 @@ check "probe --json is one JSON object" jq -e . <<<"$out" >/dev/null
 check "probe reports the lease backend" test "$(jq -r .backend <<<"$out")" = lease
 check "probe reports lease-break-time" test "$(jq -r .lease_break_time <<<"$out")" = "$lbt_saved"
 check "probe reports the kernel" test "$(jq -r .kernel <<<"$out")" = "$(uname -r)"
-check "probe text names the backend" grep -q 'seal backend: *lease' <<<"$("$IMMCTL" probe)"
+text=$("$IMMCTL" probe)
+check "probe text names the backend" grep -q 'seal backend: *lease' <<<"$text"
+# The host has no RDMA device (the guest tier has rxe: tests/vm/suite).
+if [ -z "$(ls /sys/class/infiniband 2>/dev/null)" ]; then
+	check "probe --json: no RDMA devices" test "$(jq -c .rdma <<<"$out")" = '[]'
+	check "probe text: no RDMA devices" grep -q '^rdma: no devices' <<<"$text"
+	out=$("$IMMCTL" probe --json --dax-dir /nonexistent --tmpfs-dir "$mnt")
+	check "probe: directories unused without devices" test "$(jq -c .rdma <<<"$out")" = '[]'
+else
+	check "probe --json: one entry per RDMA device" test "$(jq '.rdma | length' <<<"$out")" \
+		= "$(ls /sys/class/infiniband | wc -l)"
+fi
+expect_usage() {  # what args...
+	local what=$1 rc=0; shift
+	"$IMMCTL" probe "$@" >/dev/null 2>&1 || rc=$?
+	check "$what" test "$rc" = 2
+}
+expect_usage "probe: unknown option" --frobnicate
+expect_usage "probe: --dax-dir needs a directory" --dax-dir
+expect_usage "probe: no operands" /tmp
 
 # ---------------------------------------------------------------- status
 f=$mnt/data
