@@ -167,7 +167,7 @@ int rdma_loop_op(struct rdma_loop *l, enum ibv_wr_opcode op, void *local,
 		if (n < 0)
 			return -EIO;
 		clock_gettime(CLOCK_MONOTONIC, &t);
-		if (t.tv_sec - t0.tv_sec > 30)
+		if (t.tv_sec - t0.tv_sec > 10)
 			return -ETIMEDOUT;
 	} while (n == 0);
 	return (int)wc.status;

@@ -127,6 +127,26 @@ static void unseal(struct sealed *s)
 	imm_ctx_unref(s->ctx);
 }
 
+/*
+ * One loopback operation.  rxe's ODP path on 7.3 now and then never
+ * completes a request under TCG (seen about once in four suite runs, on a
+ * read of a read-only ODP MR); the QP is then useless.  Such a stall is
+ * retried once on a fresh QP pair, and said out loud; a second one, or
+ * any error completion, fails the test.
+ */
+static int op(enum ibv_wr_opcode opc, void *buf, uint32_t len, uint64_t raddr,
+	      uint32_t rkey)
+{
+	int r = rdma_loop_op(&L, opc, buf, local_mr->lkey, len, raddr, rkey);
+
+	if (r != -ETIMEDOUT)
+		return r;
+	printf("  rxe: the %s never completed; retrying once on a new QP pair\n",
+	       opc == IBV_WR_RDMA_READ ? "RDMA READ" : "RDMA WRITE");
+	assert_int_equal(rdma_loop_reconnect(&L), 0);
+	return rdma_loop_op(&L, opc, buf, local_mr->lkey, len, raddr, rkey);
+}
+
 /* RDMA WRITE a fresh pattern at file offset off through mr, check pread;
  * RDMA READ it back, check the bytes. */
 static void loopback_write_read(struct sealed *s, struct imm_mr *mr,
@@ -136,14 +156,13 @@ static void loopback_write_read(struct sealed *s, struct imm_mr *mr,
 	uint64_t raddr = (uintptr_t)imm_mr_get_addr(mr) + (off - imm_mr_get_offset(mr));
 
 	fill(local, IO, seed);
-	assert_int_equal(rdma_loop_op(&L, IBV_WR_RDMA_WRITE, local, local_mr->lkey,
-				      IO, raddr, imm_mr_get_rkey(mr)), IBV_WC_SUCCESS);
+	assert_int_equal(op(IBV_WR_RDMA_WRITE, local, IO, raddr,
+			    imm_mr_get_rkey(mr)), IBV_WC_SUCCESS);
 	assert_int_equal(pread(imm_handle_get_fd(s->h), file, IO, (off_t)off), IO);
 	assert_memory_equal(file, local, IO);
 	memset(local + IO, 0, IO);
-	assert_int_equal(rdma_loop_op(&L, IBV_WR_RDMA_READ, local + IO,
-				      local_mr->lkey, IO, raddr,
-				      imm_mr_get_rkey(mr)), IBV_WC_SUCCESS);
+	assert_int_equal(op(IBV_WR_RDMA_READ, local + IO, IO, raddr,
+			    imm_mr_get_rkey(mr)), IBV_WC_SUCCESS);
 	assert_memory_equal(local + IO, file, IO);
 	free(file);
 }
@@ -154,8 +173,8 @@ static void loopback_read(struct sealed *s, struct imm_mr *mr, uint64_t off)
 	uint64_t raddr = (uintptr_t)imm_mr_get_addr(mr) + (off - imm_mr_get_offset(mr));
 
 	memset(local, 0, IO);
-	assert_int_equal(rdma_loop_op(&L, IBV_WR_RDMA_READ, local, local_mr->lkey,
-				      IO, raddr, imm_mr_get_rkey(mr)), IBV_WC_SUCCESS);
+	assert_int_equal(op(IBV_WR_RDMA_READ, local, IO, raddr,
+			    imm_mr_get_rkey(mr)), IBV_WC_SUCCESS);
 	assert_int_equal(pread(imm_handle_get_fd(s->h), file, IO, (off_t)off), IO);
 	assert_memory_equal(local, file, IO);
 	free(file);
