@@ -245,21 +245,6 @@ static void failed(struct trial *t, int r, const char *what)
 	snprintf(t->why, sizeof(t->why), "%s: %s", what, strerror(-r));
 }
 
-/* The RC ODP capabilities the library requires for access (lib/verbs.c). */
-static bool odp_covers(const struct ibv_odp_caps *c, int access)
-{
-	uint32_t need = IBV_ODP_SUPPORT_SEND;
-
-	if (access & IBV_ACCESS_LOCAL_WRITE)
-		need |= IBV_ODP_SUPPORT_RECV;
-	if (access & IBV_ACCESS_REMOTE_WRITE)
-		need |= IBV_ODP_SUPPORT_WRITE;
-	if (access & IBV_ACCESS_REMOTE_READ)
-		need |= IBV_ODP_SUPPORT_READ;
-	return (c->general_caps & IBV_ODP_SUPPORT) &&
-	       (c->per_transport_caps.rc_odp_caps & need) == need;
-}
-
 static int seal_map(struct sealed_map *s, const char *dir, bool ro,
 		    struct trial *t)
 {
@@ -304,16 +289,16 @@ static void unseal_map(struct sealed_map *s)
 		unlink(s->path);
 }
 
-/* AUTO found no mode: ask for the pin alone, for the kernel's reason. */
-static int pin_error(struct sealed_map *s, struct ibv_pd *pd, int access,
-		     char *log)
+/* AUTO found no mode: ask for one mode alone, for its own reason. */
+static int mode_error(struct sealed_map *s, struct ibv_pd *pd, int access,
+		      uint32_t mode, char *log)
 {
 	char scratch[LOG_LEN] = "";
 	struct imm_mr *mr;
 	int r;
 
 	imm_ctx_set_log_fn(s->ctx, keep_last, scratch);
-	r = imm_reg_mr(s->m, pd, 0, TRY_SIZE, access, IMM_MR_PINNED, &mr);
+	r = imm_reg_mr(s->m, pd, 0, TRY_SIZE, access, mode, &mr);
 	imm_ctx_set_log_fn(s->ctx, keep_last, log);
 	if (r == 0)
 		imm_dereg_mr(mr);
@@ -323,9 +308,8 @@ static int pin_error(struct sealed_map *s, struct ibv_pd *pd, int access,
 static void try_register(struct sealed_map *s, const struct device *d,
 			 int access, struct trial *t)
 {
-	const struct ibv_odp_caps *odp = &d->attr.odp_caps;
 	struct imm_mr *mr;
-	int r, pin;
+	int r, pin, odp;
 
 	r = imm_reg_mr(s->m, d->pd, 0, TRY_SIZE, access, IMM_MR_AUTO, &mr);
 	if (r == 0) {
@@ -336,14 +320,16 @@ static void try_register(struct sealed_map *s, const struct device *d,
 	failed(t, r, "imm_reg_mr");
 	if (r != -EOPNOTSUPP)
 		return;
-	pin = pin_error(s, d->pd, access, t->log);
-	if (pin == 0)
+	pin = mode_error(s, d->pd, access, IMM_MR_PINNED, t->log);
+	odp = mode_error(s, d->pd, access, IMM_MR_ODP | IMM_MR_NO_PREFETCH, t->log);
+	if (pin == 0 || odp == 0)
 		return;
 	t->show_log = false;
+	/* an explicit IMM_MR_ODP is -EOPNOTSUPP when the device has none */
 	snprintf(t->why, sizeof(t->why), "kernel refused a pin: %s; %s%s",
-		 strerror(-pin), odp_covers(odp, access) ?
-		 "ODP registration failed: " : "no RC ODP for this access",
-		 odp_covers(odp, access) ? strerror(-r) : "");
+		 strerror(-pin), odp == -EOPNOTSUPP ?
+		 "no RC ODP for this access" : "ODP registration failed: ",
+		 odp == -EOPNOTSUPP ? "" : strerror(-odp));
 }
 
 static void try_file(const struct device *d, const char *dir, bool ro,

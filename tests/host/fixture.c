@@ -443,3 +443,14 @@ uint64_t fx_breaker_wait_end(pid_t pid, uint64_t *ret_end)
 	munmap(shm, sizeof(*shm));
 	return ns;
 }
+
+struct imm_handle *fx_seal(struct imm_ctx *ctx, const char *path,
+			   uint32_t mode, uint64_t length)
+{
+	struct imm_handle *h;
+
+	assert_int_equal(imm_handle_open(ctx, path, mode == IMM_SEAL_SHARED ?
+					 IMM_RDONLY : IMM_RDWR, &h), 0);
+	assert_int_equal(imm_seal(h, 0, length, mode, NULL), 0);
+	return h;
+}

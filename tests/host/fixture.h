@@ -66,6 +66,11 @@ void fx_log_attach(struct imm_ctx *ctx, struct fx_log *log);
 /* Contexts */
 struct imm_ctx *fx_ctx(struct fx_log *log);
 
+/* A handle on path sealed over [0, length) in mode (IMM_SEAL_SHARED opens
+ * it read-only, as a shared seal needs); asserts success. */
+struct imm_handle *fx_seal(struct imm_ctx *ctx, const char *path,
+			   uint32_t mode, uint64_t length);
+
 /* Wait for the context's fd and dispatch; returns events dispatched. */
 int fx_dispatch_wait(struct imm_ctx *ctx, int timeout_ms);
 

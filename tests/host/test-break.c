@@ -59,17 +59,6 @@ static void record(struct imm_event *ev, void *data)
 	__atomic_add_fetch(&s->n, 1, __ATOMIC_SEQ_CST);
 }
 
-static struct imm_handle *seal_file(struct imm_ctx *ctx, const char *p,
-				    uint32_t mode)
-{
-	struct imm_handle *h;
-
-	assert_int_equal(imm_handle_open(ctx, p, mode == IMM_SEAL_SHARED ?
-					 IMM_RDONLY : IMM_RDWR, &h), 0);
-	assert_int_equal(imm_seal(h, 0, FILE_SIZE, mode, NULL), 0);
-	return h;
-}
-
 /* Dispatch until the callback has seen n events (or 20 s pass). */
 static void dispatch_until(struct imm_ctx *ctx, struct seen *s, int n)
 {
@@ -96,7 +85,7 @@ static void break_and_release(enum fx_break_op op, uint32_t mode)
 	ctx = fx_ctx(&log);
 	lbt = imm_ctx_get_lease_break_time(ctx);
 	assert_int_equal(imm_ctx_set_event_fn(ctx, record, &s, 0), 0);
-	h = seal_file(ctx, p, mode);
+	h = fx_seal(ctx, p, mode, FILE_SIZE);
 	pid = fx_breaker_start(p, op);
 	dispatch_until(ctx, &s, 1);
 	blocked = fx_breaker_wait(pid);
@@ -168,7 +157,7 @@ static void readers_do_not_break_shared(void **state)
 	make_file("readers", p);
 	ctx = fx_ctx(NULL);
 	imm_ctx_set_event_fn(ctx, record, &s, 0);
-	h = seal_file(ctx, p, IMM_SEAL_SHARED);
+	h = fx_seal(ctx, p, IMM_SEAL_SHARED, FILE_SIZE);
 	for (int i = 0; i < 3; i++)
 		fx_breaker_wait(fx_breaker_start(p, FX_OPEN_RDONLY));
 	/* a break would have been queued by now: the reader's open returned */
@@ -195,7 +184,7 @@ static void async_callback_releases_on_notifier(void **state)
 	ctx = fx_ctx(NULL);
 	assert_int_equal(imm_ctx_set_event_fn(ctx, record, &s,
 					      IMM_EVENT_FN_ASYNC), 0);
-	h = seal_file(ctx, p, IMM_SEAL_EXCLUSIVE);
+	h = fx_seal(ctx, p, IMM_SEAL_EXCLUSIVE, FILE_SIZE);
 	/* nobody dispatches: the breaker proceeds anyway */
 	blocked = fx_breaker_wait(fx_breaker_start(p, FX_OPEN_RDWR));
 	assert_int_equal(__atomic_load_n(&s.n, __ATOMIC_SEQ_CST), 1);
@@ -271,7 +260,7 @@ static void unresponsive_holder_is_revoked_before_deadline(void **state)
 	ctx = fx_ctx(&log);
 	assert_int_equal(imm_ctx_set_revoke_margin(ctx, 500), 0);
 	imm_ctx_set_event_fn(ctx, record, &s, 0);
-	h = seal_file(ctx, p, IMM_SEAL_EXCLUSIVE);
+	h = fx_seal(ctx, p, IMM_SEAL_EXCLUSIVE, FILE_SIZE);
 	pid = fx_breaker_start(p, FX_OPEN_RDWR);
 	dispatch_until(ctx, &s, 2);
 	blocked = fx_breaker_wait(pid);
@@ -309,7 +298,7 @@ static void stale_events_are_dropped(void **state)
 	make_file("stale", p);
 	ctx = fx_ctx(NULL);
 	imm_ctx_set_event_fn(ctx, record, &s, 0);
-	h = seal_file(ctx, p, IMM_SEAL_EXCLUSIVE);
+	h = fx_seal(ctx, p, IMM_SEAL_EXCLUSIVE, FILE_SIZE);
 	pid = fx_breaker_start(p, FX_OPEN_RDONLY);
 	while (imm_handle_get_state(h) != IMM_STATE_BREAKING)
 		usleep(1000);

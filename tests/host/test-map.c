@@ -61,17 +61,6 @@ static void perms_at(const void *addr, char out[5])
 	fclose(f);
 }
 
-static struct imm_handle *sealed(struct imm_ctx *ctx, const char *p,
-				 uint32_t mode)
-{
-	struct imm_handle *h;
-
-	assert_int_equal(imm_handle_open(ctx, p, mode == IMM_SEAL_SHARED ?
-					 IMM_RDONLY : IMM_RDWR, &h), 0);
-	assert_int_equal(imm_seal(h, 0, MiB, mode, NULL), 0);
-	return h;
-}
-
 /* Neither ext4, XFS nor tmpfs here is DAX: a mapping that requires
  * synchronous faults is refused, says why, and leaves nothing mapped. */
 static void sync_refused_where_not_dax(const struct fx_fs *fs)
@@ -84,7 +73,7 @@ static void sync_refused_where_not_dax(const struct fx_fs *fs)
 
 	make_file(fs, "nodax", p);
 	ctx = fx_ctx(&log);
-	h = sealed(ctx, p, IMM_SEAL_EXCLUSIVE);
+	h = fx_seal(ctx, p, IMM_SEAL_EXCLUSIVE, MiB);
 	assert_int_equal(imm_map(h, 0, MiB, IMM_MAP_SYNC, &m), -EOPNOTSUPP);
 	assert_null(m);
 	assert_non_null(strstr(log.last, "IMM_MAP_PAGE_OK"));
@@ -131,7 +120,7 @@ static void page_granularity_when_allowed(const struct fx_fs *fs)
 
 	make_file(fs, "paged", p);
 	ctx = fx_ctx(&log);
-	h = sealed(ctx, p, IMM_SEAL_EXCLUSIVE);
+	h = fx_seal(ctx, p, IMM_SEAL_EXCLUSIVE, MiB);
 	assert_int_equal(imm_map(h, 64 * 1024, 256 * 1024,
 				 IMM_MAP_PAGE_OK | IMM_MAP_POPULATE, &m), 0);
 	assert_int_equal(imm_map_get_granularity(m), IMM_GRANULARITY_PAGE);
@@ -227,7 +216,7 @@ static void bad_input(void **state)
 
 	/* a read-only handle maps read-only, and says so otherwise */
 	make_file(&fx_ext4, "bad-ro", q);
-	ro = sealed(ctx, q, IMM_SEAL_SHARED);
+	ro = fx_seal(ctx, q, IMM_SEAL_SHARED, MiB);
 	assert_int_equal(imm_map(ro, 0, MiB, ok, &m), -EBADF);
 	assert_non_null(strstr(log.last, "IMM_MAP_READONLY"));
 	assert_int_equal(maps_of(q), 0);
@@ -277,7 +266,7 @@ static void release_and_close_unmap(void **state)
 	fx_need_root("a scratch ext4 on a loop device");
 	make_file(&fx_ext4, "release", p);
 	ctx = fx_ctx(&log);
-	h = sealed(ctx, p, IMM_SEAL_EXCLUSIVE);
+	h = fx_seal(ctx, p, IMM_SEAL_EXCLUSIVE, MiB);
 	assert_int_equal(imm_map(h, 0, MiB / 2, IMM_MAP_PAGE_OK, &m1), 0);
 	assert_int_equal(imm_map(h, MiB / 2, MiB / 2, IMM_MAP_PAGE_OK, &m2), 0);
 	a1 = imm_map_get_addr(m1);
@@ -344,7 +333,7 @@ static void revoke_unmaps(void **state)
 	ctx = fx_ctx(&log);
 	assert_int_equal(imm_ctx_set_revoke_margin(ctx, 500), 0);
 	assert_int_equal(imm_ctx_set_event_fn(ctx, count_event, types, 0), 0);
-	h = sealed(ctx, p, IMM_SEAL_EXCLUSIVE);
+	h = fx_seal(ctx, p, IMM_SEAL_EXCLUSIVE, MiB);
 	assert_int_equal(imm_map(h, 0, MiB, IMM_MAP_PAGE_OK, &m), 0);
 	pid = fx_breaker_start(p, FX_OPEN_RDWR);
 	end = fx_now_ns() + 20 * SEC;
