@@ -8,6 +8,11 @@
  * then writes and checks every block once more under the new rkey.
  *
  *   rdma-client [-a ADDR] [-p PORT] [-t SECONDS] [-e EXPECTED]
+ *   rdma-client [-a ADDR] [-p PORT] -B write|read [-t SECONDS]
+ *
+ * -B measures instead: 64 KiB RDMA WRITEs or READs, 16 in flight, for -t
+ * seconds (default 5), and prints the bandwidth, for a side-by-side with
+ * perftest's ib_write_bw / ib_read_bw on the same device.
  *
  * Exit 0 when it saw a failed access, resumed on a new seal generation and
  * verified the whole file there.  -e writes the image the file must hold
@@ -86,11 +91,11 @@ static void disconnect(struct client *c)
 static int setup_qp(struct client *c)
 {
 	struct ibv_qp_init_attr qa = { .qp_type = IBV_QPT_RC, .sq_sig_all = 1,
-		.cap = { .max_send_wr = 4, .max_recv_wr = 1, .max_send_sge = 1,
+		.cap = { .max_send_wr = 32, .max_recv_wr = 1, .max_send_sge = 1,
 			 .max_recv_sge = 1 } };
 
 	c->pd = ibv_alloc_pd(c->id->verbs);
-	c->cq = c->pd ? ibv_create_cq(c->id->verbs, 8, NULL, NULL, 0) : NULL;
+	c->cq = c->pd ? ibv_create_cq(c->id->verbs, 64, NULL, NULL, 0) : NULL;
 	if (!c->cq)
 		return -errno;
 	qa.send_cq = qa.recv_cq = c->cq;
@@ -169,6 +174,65 @@ static int write_and_check(struct client *c, uint64_t b)
 	return r;
 }
 
+/* -B: keep `depth` WRs in flight for `seconds`; MB/s, or -errno. */
+static double bandwidth(struct client *c, enum ibv_wr_opcode op, double seconds)
+{
+	const int depth = 16;
+	uint64_t blocks = c->ad.length / EXAMPLE_BLOCK, posted = 0, done = 0;
+	struct ibv_sge sge = { .addr = (uintptr_t)c->buf, .length = EXAMPLE_BLOCK,
+			       .lkey = c->mr->lkey };
+	struct ibv_send_wr wr = { .sg_list = &sge, .num_sge = 1, .opcode = op,
+				  .wr.rdma.rkey = c->ad.rkey }, *bad;
+	double t0 = now(), end = t0 + seconds;
+	struct ibv_wc wc[16];
+
+	while (now() < end || done < posted) {
+		while (posted - done < (uint64_t)depth && now() < end) {
+			wr.wr.rdma.remote_addr = c->ad.addr +
+				(posted % blocks) * EXAMPLE_BLOCK;
+			if (ibv_post_send(c->id->qp, &wr, &bad))
+				return -errno;
+			posted++;
+		}
+		int n = ibv_poll_cq(c->cq, depth, wc);
+
+		for (int i = 0; i < n; i++)
+			if (wc[i].status != IBV_WC_SUCCESS) {
+				fprintf(stderr, "rdma-client: %s\n",
+					ibv_wc_status_str(wc[i].status));
+				return -EIO;
+			}
+		done += n > 0 ? (uint64_t)n : 0;
+	}
+	return done * (double)EXAMPLE_BLOCK / (now() - t0) / 1e6;
+}
+
+static int measure(const char *addr, const char *port, const char *what,
+		   double seconds)
+{
+	enum ibv_wr_opcode op = strcmp(what, "read") == 0 ? IBV_WR_RDMA_READ :
+				IBV_WR_RDMA_WRITE;
+	struct client c = { .buf = aligned_alloc(4096, 2 * EXAMPLE_BLOCK) };
+	double mbs;
+	int r;
+
+	r = connect_once(&c, addr, port);
+	if (r < 0) {
+		fprintf(stderr, "rdma-client: cannot connect: %s\n", strerror(-r));
+		return 1;
+	}
+	mbs = bandwidth(&c, op, seconds);
+	disconnect(&c);
+	free(c.buf);
+	if (mbs < 0) {
+		fprintf(stderr, "rdma-client: %s failed\n", what);
+		return 1;
+	}
+	printf("client: bandwidth %s %u KiB, 16 in flight: %.1f MB/s\n", what,
+	       EXAMPLE_BLOCK / 1024, mbs);
+	return 0;
+}
+
 static int write_expected(const char *path, uint64_t length)
 {
 	FILE *f = fopen(path, "we");
@@ -185,23 +249,29 @@ int main(int argc, char **argv)
 {
 	struct client c = { 0 };
 	const char *addr = "192.0.2.1", *port = EXAMPLE_PORT, *expected = NULL;
-	double deadline, seconds = 60;
+	const char *bw = NULL;
+	double deadline, seconds = 0;	/* default: 60, with -B 5 */
 	uint32_t first_gen = 0;
 	uint64_t ops = 0, failures = 0, b = 0;
 	bool verified = false;
 	int ch, r;
 
-	while ((ch = getopt(argc, argv, "a:p:t:e:")) != -1) {
-		if (ch == 'a') addr = optarg;
+	while ((ch = getopt(argc, argv, "a:p:t:e:B:")) != -1) {
+		if (ch == 'B') bw = optarg;
+		else if (ch == 'a') addr = optarg;
 		else if (ch == 'p') port = optarg;
 		else if (ch == 't') seconds = atof(optarg);
 		else if (ch == 'e') expected = optarg;
 		else {
 			fprintf(stderr, "usage: rdma-client [-a ADDR] [-p PORT] "
-				"[-t SECONDS] [-e EXPECTED]\n");
+				"[-t SECONDS] [-e EXPECTED | -B write|read]\n");
 			return 2;
 		}
 	}
+	if (bw)
+		return measure(addr, port, bw, seconds > 0 ? seconds : 5);
+	if (seconds <= 0)
+		seconds = 60;
 	c.buf = aligned_alloc(4096, 2 * EXAMPLE_BLOCK);
 	deadline = now() + seconds;
 	while (!verified && now() < deadline) {
