@@ -108,6 +108,16 @@ struct imm_ctx {
 	atomic_bool notifier_stop;
 	bool free_on_notifier_exit;	/* last unref ran on the notifier */
 
+	/* RC ODP caps per verbs device context (verbs.c), under ctx->lock:
+	 * asked once, not on every registration */
+	struct imm_odp_cache {
+		const void *dev;	/* struct ibv_context * */
+		const void *device;	/* its struct ibv_device * */
+		uint64_t general;
+		uint32_t rc;
+	} odp_cache[4];
+	unsigned odp_cache_next;
+
 	/* libndctl is not thread-safe: one context, used under its lock */
 	pthread_mutex_t ndctl_lock;
 	struct ndctl_ctx *ndctl;

@@ -108,19 +108,46 @@ static uint32_t odp_needs(int access)
 	return need;
 }
 
-/* 1: the device pages on demand for RC with this access; 0: it does not. */
-static int odp_capable(struct ibv_pd *pd, int access)
+/* The device's ODP caps, asked once per device context and kept in the
+ * context (a registration should not pay for a device query). */
+static int odp_caps(struct imm_ctx *ctx, struct ibv_context *dev,
+		    uint64_t *general, uint32_t *rc)
 {
 	struct ibv_device_attr_ex attr;
-	uint32_t need = odp_needs(access);
+	struct imm_odp_cache *c;
+	int r = 0;
+
+	pthread_mutex_lock(&ctx->lock);
+	for (c = ctx->odp_cache; c < ctx->odp_cache + 4; c++)
+		if (c->dev == dev && c->device == dev->device)
+			break;
+	if (c == ctx->odp_cache + 4) {
+		memset(&attr, 0, sizeof(attr));
+		r = -ibv_query_device_ex(dev, NULL, &attr);
+		c = &ctx->odp_cache[ctx->odp_cache_next++ % 4];
+		*c = (struct imm_odp_cache){ dev, dev->device,
+			attr.odp_caps.general_caps,
+			attr.odp_caps.per_transport_caps.rc_odp_caps };
+		if (r < 0)
+			c->dev = NULL;
+	}
+	*general = c->general;
+	*rc = c->rc;
+	pthread_mutex_unlock(&ctx->lock);
+	return r;
+}
+
+/* 1: the device pages on demand for RC with this access; 0: it does not. */
+static int odp_capable(struct imm_ctx *ctx, struct ibv_pd *pd, int access)
+{
+	uint32_t need = odp_needs(access), rc;
+	uint64_t general;
 	int r;
 
-	memset(&attr, 0, sizeof(attr));
-	r = ibv_query_device_ex(pd->context, NULL, &attr);
-	if (r)
-		return -r;
-	return (attr.odp_caps.general_caps & IBV_ODP_SUPPORT) &&
-	       (attr.odp_caps.per_transport_caps.rc_odp_caps & need) == need;
+	r = odp_caps(ctx, pd->context, &general, &rc);
+	if (r < 0)
+		return r;
+	return (general & IBV_ODP_SUPPORT) && (rc & need) == need;
 }
 
 static int reg(struct imm_mr *mr, int access)
@@ -224,7 +251,7 @@ static int register_mr(struct imm_ctx *ctx, struct imm_mr *mr, int access,
 		dbg(ctx, "pinned registration refused (%s); trying ODP",
 		    strerror(-r));
 	}
-	odp = odp_capable(mr->pd, access);
+	odp = odp_capable(ctx, mr->pd, access);
 	if (odp < 0) {
 		err(ctx, "ibv_query_device_ex: %s", strerror(-odp));
 		return odp;
