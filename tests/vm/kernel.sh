@@ -6,7 +6,9 @@
 #   KERNEL_IMAGE  the bzImage/vmlinuz to boot
 #   MODULES_ROOT  a directory holding lib/modules/$KVER (a depmod -b base)
 #   KVER          the kernel release (uname -r in the guest)
-# A self-built kernel needs only one more case branch that sets these three.
+# A self-built kernel needs only one more case branch that sets these three;
+# "patched" is one: kernel/build's tree in $IMM_KERNEL_DIR (default
+# build-kernel in the repo), built first if it has no image yet.
 
 # Modules the initramfs loads to reach the 9p root; the rest of virtio is
 # built into Debian's kernels (listing them anyway costs nothing: builtins
@@ -25,8 +27,27 @@ kernel_select() {  # name
 	case $1 in
 	stock-6.12) stock_kernel 6.12 bookworm-backports ;;
 	stock-7.3) stock_kernel 7.3 trixie-backports ;;
-	*) echo "vm: unknown kernel '$1' (stock-6.12, stock-7.3)" >&2; return 1 ;;
+	patched) patched_kernel ;;
+	*) echo "vm: unknown kernel '$1' (stock-6.12, stock-7.3, patched)" >&2; return 1 ;;
 	esac
+}
+
+# Linux 6.12 with kernel/patches/*.patch, built by kernel/build on every
+# boot: up to date with the series and config, ~5 s when nothing changed.
+patched_kernel() {
+	local dir
+	dir=$(realpath -m "${IMM_KERNEL_DIR:-$VM_REPO/build-kernel}")
+	"$VM_REPO/kernel/build" --out "$dir" >"$VM_CACHE/kernel-build.log" 2>&1 \
+		|| { tail -n 30 "$VM_CACHE/kernel-build.log" >&2
+		     echo "vm: kernel/build failed (log: $VM_CACHE/kernel-build.log)" >&2
+		     return 1; }
+	KVER=$(cat "$dir/kver")
+	MODULES_ROOT=$dir/modroot
+	# shellcheck disable=SC2034  # read by tests/vm/run
+	KERNEL_IMAGE=$dir/src/arch/x86/boot/bzImage
+	[ -d "$MODULES_ROOT/lib/modules/$KVER" ] \
+		|| { echo "vm: no $MODULES_ROOT/lib/modules/$KVER: rerun kernel/build" >&2; return 1; }
+	modules_prepare "$MODULES_ROOT" "$KVER"
 }
 
 # A private apt setup in the cache: its own sources, lists and download
