@@ -88,6 +88,14 @@ static int grow(struct server *s)
 	return 0;
 }
 
+static bool shrunk(struct server *s)
+{
+	struct stat st;
+
+	return fstat(imm_handle_get_fd(s->h), &st) == 0 &&
+	       (uint64_t)st.st_size < s->size;
+}
+
 /* Seal, map, register.  1: not yet (someone else still has the file
  * open), 0: serving, <0: give up. */
 static int seal_and_register(struct server *s)
@@ -100,6 +108,8 @@ static int seal_and_register(struct server *s)
 		r = imm_seal(s->h, 0, s->size, IMM_SEAL_EXCLUSIVE, NULL);
 	if (r == -EWOULDBLOCK || r == -EAGAIN || r == -EBUSY)
 		return 1;
+	if (r == -EINVAL && shrunk(s))
+		return 1;	/* the truncate landed after grow(): again */
 	if (r == 0)
 		r = imm_topology_query(s->h, &t);
 	if (r == 0)
