@@ -108,17 +108,6 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		o->rounds = o->quick ? 3 : 5;
 }
 
-/* statx's view: the kernel accesses this file directly (no page cache). */
-static bool fd_is_dax(int fd)
-{
-	struct statx stx;
-
-	if (statx(fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &stx) < 0)
-		bench_fail("statx: %s", strerror(errno));
-	return (stx.stx_attributes_mask & STATX_ATTR_DAX) &&
-	       (stx.stx_attributes & STATX_ATTR_DAX);
-}
-
 /* Whether a new file in dir would be DAX, before the big file is written:
  * the default size depends on it. */
 static bool dir_makes_dax(const char *dir)
@@ -132,7 +121,7 @@ static bool dir_makes_dax(const char *dir)
 	if (fd < 0)
 		bench_fail("create %s: %s", path, strerror(errno));
 	id = bench_cleanup_unlink(path);
-	dax = fd_is_dax(fd);
+	dax = bench_fd_is_dax(fd);
 	close(fd);
 	bench_cleanup_run(id);
 	return dax;
@@ -270,34 +259,6 @@ static void print_write_row(const char *who, const char *store,
 	putchar('\n');
 }
 
-/* The median over rounds of lib time / raw time within the round: the
- * two passes of a round are adjacent, so a slow spell of the machine
- * weighs less than in the ratio of the two medians.  Before the arrays
- * are sorted. */
-static double paired_ratio(uint64_t *ns[2], uint64_t rounds)
-{
-	struct bench_stats s;
-	double *r = calloc(rounds, sizeof(double));
-
-	if (!r)
-		bench_fail("out of memory");
-	for (uint64_t i = 0; i < rounds; i++)
-		r[i] = (double)ns[LIB][i] / (double)ns[RAW][i];
-	bench_stats_double(r, rounds, &s);
-	free(r);
-	return s.median;
-}
-
-static void check_sealed(struct imm_handle *h, const char *when)
-{
-	int st = imm_handle_get_state(h);
-
-	if (st != IMM_STATE_SEALED)
-		bench_fail("the seal did not hold %s: the handle is %s; "
-			   "something opened the file, so the figures are void",
-			   when, imm_state_name(st));
-}
-
 static void bench_writes(struct imm_handle *h, const struct target t[2],
 			 uint64_t size, uint64_t rounds)
 {
@@ -325,8 +286,8 @@ static void bench_writes(struct imm_handle *h, const struct target t[2],
 		write_rounds(t, src, size, store_sizes[k], rounds, ns);
 		/* A break would void these rounds (and, at the revoke
 		 * deadline, unmap the library's mapping under the stores). */
-		check_sealed(h, "through the persisted-write rounds");
-		paired = paired_ratio(ns, rounds);
+		bench_check_sealed(h, "through the persisted-write rounds");
+		paired = bench_paired_ratio(ns[LIB], ns[RAW], rounds);
 		bench_stats_u64(ns[LIB], rounds, &s_lib);
 		bench_stats_u64(ns[RAW], rounds, &s_raw);
 		print_write_row("library", store_names[k], &s_lib, size, paired);
@@ -528,7 +489,7 @@ int main(int argc, char **argv)
 	if (!o.size)
 		o.size = default_size(&o, o.page_ok || !dir_makes_dax(dir));
 	fd = make_file(dir, o.size, path, sizeof(path));
-	dax = fd_is_dax(fd);
+	dax = bench_fd_is_dax(fd);
 	flags = dax && !o.page_ok ? IMM_MAP_SYNC : IMM_MAP_PAGE_OK;
 
 	ctx = bench_ctx_new();
@@ -545,7 +506,7 @@ int main(int argc, char **argv)
 	bench_watchdog(3600, "the populate rounds");
 	bench_populate(h, fd, o.size, flags, o.rounds);
 	bench_watchdog(0, NULL);
-	check_sealed(h, "through the populate rounds");
+	bench_check_sealed(h, "through the populate rounds");
 
 	bench_fig("file_mib", "file size", "MiB", (double)(o.size / MiB),
 		  GOAL_NONE, 0);

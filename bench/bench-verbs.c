@@ -213,22 +213,9 @@ static void open_device(const char *dev)
 			   "with an address?)" : "");
 }
 
-/* The RC ODP capabilities a registration with this access needs, as the
- * library asks for them. */
-static uint32_t odp_needs(int access)
-{
-	uint32_t need = IBV_ODP_SUPPORT_SEND;
-
-	if (access & IBV_ACCESS_LOCAL_WRITE)
-		need |= IBV_ODP_SUPPORT_RECV;
-	if (access & IBV_ACCESS_REMOTE_WRITE)
-		need |= IBV_ODP_SUPPORT_WRITE;
-	if (access & IBV_ACCESS_REMOTE_READ)
-		need |= IBV_ODP_SUPPORT_READ;
-	return need;
-}
-
-static bool device_odp(int access, char *desc, size_t sz)
+/* Whether the device pages on demand at all, and what it says for RC.
+ * Whether that covers an access is the library's call (imm_reg_mr). */
+static bool device_odp(char *desc, size_t sz)
 {
 	struct ibv_device_attr_ex a;
 	uint32_t rc;
@@ -248,20 +235,10 @@ static bool device_odp(int access, char *desc, size_t sz)
 		 rc & IBV_ODP_SUPPORT_WRITE ? " write" : "",
 		 rc & IBV_ODP_SUPPORT_READ ? " read" : "",
 		 rc & IBV_ODP_SUPPORT_ATOMIC ? " atomic" : "");
-	return (rc & odp_needs(access)) == odp_needs(access);
+	return true;
 }
 
 /* ------------------------------------------------------------ files */
-
-static bool fd_is_dax(int fd)
-{
-	struct statx stx;
-
-	if (statx(fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &stx) < 0)
-		bench_fail("statx: %s", strerror(errno));
-	return (stx.stx_attributes_mask & STATX_ATTR_DAX) &&
-	       (stx.stx_attributes & STATX_ATTR_DAX);
-}
 
 /* A fully written file in a fresh directory under base, opened once. */
 static int make_file(const char *base, const char *name, uint64_t size)
@@ -285,7 +262,7 @@ static int make_file(const char *base, const char *name, uint64_t size)
 		bench_fail("open %s: %s", path, strerror(errno));
 	printf("%llu MiB written to %s (%s%s) in %.1f s\n",
 	       (unsigned long long)(size / MiB), path, bench_fs_name(dir),
-	       fd_is_dax(fd) ? ", DAX" : "", (double)(bench_now_ns() - t0) / 1e9);
+	       bench_fd_is_dax(fd) ? ", DAX" : "", (double)(bench_now_ns() - t0) / 1e9);
 	return fd;
 }
 
@@ -320,16 +297,6 @@ static struct imm_map *map(struct imm_handle *h, uint64_t size, bool populate)
 		bench_fail("imm_map of %llu MiB: %s",
 			   (unsigned long long)(size / MiB), strerror(-r));
 	return m;
-}
-
-static void check_sealed(struct imm_handle *h, const char *when)
-{
-	int st = imm_handle_get_state(h);
-
-	if (st != IMM_STATE_SEALED)
-		bench_fail("the seal did not hold %s: the handle is %s; "
-			   "something opened the file, so the figures are void",
-			   when, imm_state_name(st));
 }
 
 static void release(struct imm_handle *h)
@@ -388,23 +355,6 @@ static uint64_t raw_pair(void *addr, const struct regmode *md, uint64_t len)
 	return bench_now_ns() - t0;
 }
 
-/* The median over pairs of lib time / raw time of the same iteration:
- * adjacent, so a slow spell of the machine weighs on both.  Before the
- * arrays are sorted. */
-static double paired_ratio(uint64_t *ns[2], uint64_t n)
-{
-	struct bench_stats s;
-	double *r = calloc(n, sizeof(double));
-
-	if (!r)
-		bench_fail("out of memory");
-	for (uint64_t i = 0; i < n; i++)
-		r[i] = (double)ns[LIB][i] / (double)ns[RAW][i];
-	bench_stats_double(r, n, &s);
-	free(r);
-	return s.median;
-}
-
 static void reg_header(void)
 {
 	printf("\n%-7s %-8s %5s %12s %12s %8s %8s %12s %12s\n", "mode", "size",
@@ -437,7 +387,7 @@ static void bench_reg_size(struct imm_map *m, const struct regmode *md,
 			ns[RAW][i] = raw_pair(addr, md, len);
 		}
 	}
-	paired = paired_ratio(ns, n);
+	paired = bench_paired_ratio(ns[LIB], ns[RAW], n);
 	bench_stats_u64(ns[LIB], n, &s[LIB]);
 	bench_stats_u64(ns[RAW], n, &s[RAW]);
 	size_name(name, sizeof(name), len);
@@ -464,7 +414,7 @@ static void bench_reg(struct imm_handle *h, struct imm_map *m,
 			       o->big_pairs : o->pairs);
 	printf("(paired: the median over pairs of library time / raw time of "
 	       "the same iteration)\n");
-	check_sealed(h, "through the registrations");
+	bench_check_sealed(h, "through the registrations");
 }
 
 /* ------------------------------------------------------------ 2. revoke */
@@ -486,7 +436,7 @@ static uint64_t revoke_lib(struct imm_handle *h, uint64_t size, uint64_t mrs,
 			bench_fail("imm_reg_mr number %llu: %s",
 				   (unsigned long long)i + 1, strerror(-r));
 	}
-	check_sealed(h, "with the registrations");
+	bench_check_sealed(h, "with the registrations");
 	t0 = bench_now_ns();
 	release(h);
 	t = bench_now_ns() - t0;
@@ -912,7 +862,7 @@ static void bench_first_touch(struct imm_ctx *ctx, struct imm_handle *h,
 	rss = smaps_kb(base, "Rss");
 	for (uint64_t i = 0; i < n; i++)
 		v[2][i] = timed_read(&rd, (uintptr_t)(base + i * REGION), rkey);
-	check_sealed(h, "through the READs");
+	bench_check_sealed(h, "through the READs");
 	for (int k = 0; k < 3; k++)
 		left[k] = valid_samples(v[k], n);
 
@@ -995,7 +945,7 @@ static void bench_odp(struct imm_ctx *ctx, const struct opts *o)
 		return;
 	}
 	fd = make_file(o->dax_dir, "odpme", size);
-	if (!fd_is_dax(fd))
+	if (!bench_fd_is_dax(fd))
 		bench_note("%s is not DAX: the ODP figures are of page-cache "
 			   "memory", o->dax_dir);
 	h = handle_of(ctx, fd);
@@ -1026,8 +976,7 @@ int main(int argc, char **argv)
 	if (o.quick)
 		bench_set_config("quick");
 	open_device(o.dev);
-	has_odp = device_odp(RW, odp, sizeof(odp)) &&
-		  device_odp(RO, odp, sizeof(odp));
+	has_odp = device_odp(odp, sizeof(odp));
 	printf("kernel %s, device %s port %u (%s), ODP: %s\n", bench_kernel(),
 	       ibv_get_device_name(L.ctx->device), L.port,
 	       ibv_node_type_str(L.ctx->device->node_type), odp);

@@ -916,3 +916,37 @@ void bench_breaker_stop(struct bench_breaker *b)
 	bench_cleanup_forget(b->cleanup_id);
 	munmap((void *)b->shm, sizeof(struct bench_shared));
 }
+
+double bench_paired_ratio(const uint64_t *lib, const uint64_t *raw, size_t n)
+{
+	struct bench_stats s;
+	double *r = calloc(n, sizeof(double));
+
+	if (!r)
+		bench_fail("out of memory");
+	for (size_t i = 0; i < n; i++)
+		r[i] = (double)lib[i] / (double)raw[i];
+	bench_stats_double(r, n, &s);
+	free(r);
+	return s.median;
+}
+
+bool bench_fd_is_dax(int fd)
+{
+	struct statx stx;
+
+	if (statx(fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &stx) < 0)
+		bench_fail("statx: %s", strerror(errno));
+	return (stx.stx_attributes_mask & STATX_ATTR_DAX) &&
+	       (stx.stx_attributes & STATX_ATTR_DAX);
+}
+
+void bench_check_sealed(struct imm_handle *h, const char *when)
+{
+	int st = imm_handle_get_state(h);
+
+	if (st != IMM_STATE_SEALED)
+		bench_fail("the seal did not hold %s: the handle is %s; "
+			   "something opened the file, so the figures are void",
+			   when, imm_state_name(st));
+}

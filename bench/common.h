@@ -44,6 +44,10 @@ struct bench_stats {
 	double min, median, p90, p99, max, mean;	/* same unit as input */
 };
 
+/* The median over i of lib[i] / raw[i]: pairs measured back to back, so a
+ * slow spell of the machine weighs on both.  Call before sorting. */
+double bench_paired_ratio(const uint64_t *lib, const uint64_t *raw, size_t n);
+
 /* Sorts v in place. */
 void bench_stats_u64(uint64_t *v, size_t n, struct bench_stats *s);
 void bench_stats_double(double *v, size_t n, struct bench_stats *s);
@@ -98,6 +102,10 @@ void bench_make_tmpdir(const char *base, const char *tag, char *out,
 /* out = dir/name; fails the setup if it does not fit. */
 void bench_path(char *out, size_t outsz, const char *dir, const char *name);
 const char *bench_fs_name(const char *path);
+/* statx says the file is accessed directly (not just the mask). */
+bool bench_fd_is_dax(int fd);
+/* Setup failure unless h still holds its seal: a break voids the figures. */
+void bench_check_sealed(struct imm_handle *h, const char *when);
 uint64_t bench_free_bytes(const char *path);
 /* Create (O_EXCL) and fully write size bytes, fsync; registered for unlink. */
 int bench_create_written(const char *path, uint64_t size, bool register_it);
