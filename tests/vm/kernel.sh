@@ -34,17 +34,26 @@ kernel_select() {  # name
 
 # Linux 6.12 with kernel/patches/*.patch, built by kernel/build on every
 # boot: up to date with the series and config, ~5 s when nothing changed.
+# $IMM_KERNEL_IMAGE names an image built earlier (its kver and modroot
+# beside it, as kernel/build --snapshot leaves them) to boot without
+# rebuilding, e.g. while the tree is being edited.
 patched_kernel() {
 	local dir
-	dir=$(realpath -m "${IMM_KERNEL_DIR:-$VM_REPO/build-kernel}")
-	"$VM_REPO/kernel/build" --out "$dir" >"$VM_CACHE/kernel-build.log" 2>&1 \
-		|| { tail -n 30 "$VM_CACHE/kernel-build.log" >&2
-		     echo "vm: kernel/build failed (log: $VM_CACHE/kernel-build.log)" >&2
-		     return 1; }
+	if [ -n "${IMM_KERNEL_IMAGE:-}" ]; then
+		dir=$(dirname "$(realpath "$IMM_KERNEL_IMAGE")")
+		# shellcheck disable=SC2034  # read by tests/vm/run
+		KERNEL_IMAGE=$IMM_KERNEL_IMAGE
+	else
+		dir=$(realpath -m "${IMM_KERNEL_DIR:-$VM_REPO/build-kernel}")
+		"$VM_REPO/kernel/build" --out "$dir" >"$VM_CACHE/kernel-build.log" 2>&1 \
+			|| { tail -n 30 "$VM_CACHE/kernel-build.log" >&2
+			     echo "vm: kernel/build failed (log: $VM_CACHE/kernel-build.log)" >&2
+			     return 1; }
+		# shellcheck disable=SC2034  # read by tests/vm/run
+		KERNEL_IMAGE=$dir/src/arch/x86/boot/bzImage
+	fi
 	KVER=$(cat "$dir/kver")
 	MODULES_ROOT=$dir/modroot
-	# shellcheck disable=SC2034  # read by tests/vm/run
-	KERNEL_IMAGE=$dir/src/arch/x86/boot/bzImage
 	[ -d "$MODULES_ROOT/lib/modules/$KVER" ] \
 		|| { echo "vm: no $MODULES_ROOT/lib/modules/$KVER: rerun kernel/build" >&2; return 1; }
 	modules_prepare "$MODULES_ROOT" "$KVER"
