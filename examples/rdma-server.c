@@ -2,7 +2,7 @@
 /*
  * rdma-server: a small storage server on libimmutable's public API.
  *
- * It seals FILE exclusively, maps it DAX-safely, registers the mapping and
+ * It seals FILE (breakably, see breakable_seal()), maps it DAX-safely, registers the mapping and
  * lets clients RDMA READ and WRITE it directly: the address, rkey and seal
  * generation travel in the rdma_cm accept.  When another process wants to
  * truncate or punch the file, the server gets the recall, disconnects its
@@ -96,6 +96,19 @@ static bool shrunk(struct server *s)
 	       (uint64_t)st.st_size < s->size;
 }
 
+/*
+ * The seal that yields to a truncate or punch with a recall, for a holder
+ * that writes: a write lease (IMM_SEAL_EXCLUSIVE) where the file is sealed
+ * with leases, a breakable layout seal (IMM_SEAL_SHARED) where it has
+ * layout seals (the companion kernel patch), whose exclusive seal would
+ * make the truncate fail instead.
+ */
+static uint32_t breakable_seal(struct server *s)
+{
+	return imm_handle_get_backend(s->h) == IMM_BACKEND_LAYOUT ?
+	       IMM_SEAL_SHARED : IMM_SEAL_EXCLUSIVE;
+}
+
 /* Seal, map, register.  1: not yet (someone else still has the file
  * open), 0: serving, <0: give up. */
 static int seal_and_register(struct server *s)
@@ -105,7 +118,7 @@ static int seal_and_register(struct server *s)
 
 	r = grow(s);
 	if (r == 0)
-		r = imm_seal(s->h, 0, s->size, IMM_SEAL_EXCLUSIVE, NULL);
+		r = imm_seal(s->h, 0, s->size, breakable_seal(s), NULL);
 	if (r == -EWOULDBLOCK || r == -EAGAIN || r == -EBUSY)
 		return 1;
 	if (r == -EINVAL && shrunk(s))

@@ -24,14 +24,16 @@
 #define DEFAULT_SIGNAL_OFFSET_FROM_MAX 3
 #define DEFAULT_REVOKE_MARGIN_MS 1000
 
+/* In order of preference: the native seal wherever the kernel has it. */
 static const struct imm_seal_backend *const backends[] = {
+	&imm_seal_layout,
 	&imm_seal_lease,
 };
 
 static int pick_backend(struct imm_ctx *ctx)
 {
 	const char *want = secure_getenv("LIBIMMUTABLE_BACKEND");
-	bool known = !want || !*want || !strcmp(want, "layout");
+	bool known = !want || !*want;
 
 	for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
 		const struct imm_seal_backend *b = backends[i];
@@ -42,14 +44,23 @@ static int pick_backend(struct imm_ctx *ctx)
 		if (b->probe(ctx) < 0)
 			continue;
 		ctx->backend = b;
+		ctx->backend_forced = want && *want;
 		dbg(ctx, "seal backend: %s", b->name);
 		return 0;
 	}
+	if (want && *want && known) {
+		err(ctx, "LIBIMMUTABLE_BACKEND=%s: this kernel lacks that seal "
+			 "backend%s; unset the variable to pick automatically", want,
+		    strcmp(want, "layout") ? "" : " (layout needs the libimmutable "
+		    "companion kernel patch: F_GETLAYOUT and "
+		    "/proc/sys/fs/layout-seal-version)");
+		return -EOPNOTSUPP;
+	}
 	if (want && *want) {
-		err(ctx, "LIBIMMUTABLE_BACKEND=%s: no such seal backend on this kernel "
-			 "(known: lease; layout needs the companion kernel patch); "
-			 "unset the variable to pick automatically", want);
-		return known ? -EOPNOTSUPP : -EINVAL;
+		err(ctx, "LIBIMMUTABLE_BACKEND=%s: no such seal backend (known: "
+			 "layout, lease); unset the variable to pick automatically",
+		    want);
+		return -EINVAL;
 	}
 	err(ctx, "no seal backend works on this kernel: it lacks file leases "
 		 "(CONFIG_FILE_LOCKING)");

@@ -196,9 +196,10 @@ IMM_EXPORT int imm_handle_from_fd(struct imm_ctx *ctx, int fd, uint32_t flags,
 	if (r < 0)
 		return r;
 	/*
-	 * Share the open file description instead of reopening: a lease
-	 * belongs to it, and an exclusive lease needs it to be the file's
-	 * only open.  The caller keeps its own fd.
+	 * Share the open file description instead of reopening: a seal
+	 * belongs to it (lease or layout seal), an exclusive lease needs it
+	 * to be the file's only open, and a layout seal lets only mappings of
+	 * it be pinned.  The caller keeps its own fd.
 	 */
 	dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
 	if (dup_fd < 0) {

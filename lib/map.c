@@ -114,7 +114,9 @@ static bool seal_is_live(const struct imm_handle *h)
 }
 
 /* h->lock held: may [offset, +length) be mapped now?  Returns a dup of the
- * handle's fd, for libpmem2 to map without the lock. */
+ * handle's fd, for libpmem2 to map without the lock: a dup, never a reopen,
+ * since the kernel lets a layout seal cover pins of mappings of the sealed
+ * open file only (vma->vm_file). */
 static int map_begin(struct imm_handle *h, uint64_t offset, uint64_t length,
 		     uint32_t flags)
 {

@@ -2,10 +2,12 @@
 /*
  * The notifier: one thread per context that owns the break signal.
  *
- * Every lease is aimed at this thread (F_SETOWN_EX F_OWNER_TID), whose
- * signal mask blocks everything; sigtimedwait() takes the thread-directed
- * signal, si_fd names the handle, and the break becomes an event.  The
- * host's signal dispositions and other threads' masks are never touched.
+ * Every seal, lease or layout seal, is aimed at this thread (F_SETOWN_EX
+ * F_OWNER_TID, imm_notifier_aim()), whose signal mask blocks everything;
+ * sigtimedwait() takes the thread-directed signal, si_fd names the handle,
+ * and the break becomes an event -- or, for an exclusive layout seal, which
+ * is never broken, a log line about the refused layout change.  The host's
+ * signal dispositions and other threads' masks are never touched.
  *
  * The thread sleeps in that one call, as the raw kernel path it is measured
  * against does (a poll() over several fds would cost a syscall per break).
@@ -17,6 +19,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
@@ -92,16 +95,49 @@ static void plan_deadline(struct imm_handle *h, uint64_t now)
 	h->revoke_ns = h->deadline_ns - margin;
 }
 
+/*
+ * A signal with no break pending.  Under an exclusive layout seal it means
+ * a layout change was refused: nothing to recall or revoke, the seal holds.
+ * Say so, and check that the map really is the one sealed (a mismatch is
+ * an event of its own).  Anything else is a stale or duplicate signal.
+ */
+static void on_refusal(struct imm_ctx *ctx, struct imm_handle *h)
+{
+	const char *(*meaning)(const struct imm_handle *);
+	struct imm_event *mismatch = NULL;
+	const char *what = NULL;
+	int fd = -1;
+
+	pthread_mutex_lock(&h->lock);
+	meaning = imm_handle_backend(h)->signal_without_break;
+	if (meaning && h->state == IMM_STATE_SEALED && !h->sealing) {
+		what = meaning(h);
+		fd = h->fd;
+	}
+	pthread_mutex_unlock(&h->lock);
+	if (!what)
+		return;
+	info(ctx, "fd %d: %s", fd, what);
+	if (imm_seal_verify(h, &mismatch) == -ESTALE && mismatch)
+		imm_event_deliver(ctx, mismatch);
+}
+
 /* A break signal for this handle (or a rescan after a lost signal). */
-static void on_break(struct imm_ctx *ctx, struct imm_handle *h)
+static void on_break(struct imm_ctx *ctx, struct imm_handle *h, bool named)
 {
 	struct imm_event *ev = NULL, *mismatch = NULL;
+	bool refusal = false;
+	int pending;
 
 	pthread_mutex_lock(&h->lock);
 	if (h->state == IMM_STATE_CLOSED)
 		goto out;
-	if (ctx->backend->break_pending(h) != 1)
-		goto out;	/* stale signal for a reused fd, or a duplicate */
+	pending = imm_handle_backend(h)->break_pending(h);
+	if (pending != 1) {
+		/* a rescan asks every handle: only a named one was signalled */
+		refusal = pending == 0 && named;
+		goto out;
+	}
 	if (h->sealing) {
 		h->broken_while_sealing = true;
 		goto out;
@@ -119,6 +155,8 @@ static void on_break(struct imm_ctx *ctx, struct imm_handle *h)
 	}
 out:
 	pthread_mutex_unlock(&h->lock);
+	if (refusal)
+		on_refusal(ctx, h);
 	if (!ev)
 		return;
 	imm_event_deliver(ctx, ev);
@@ -145,7 +183,7 @@ static void on_break_fd(struct imm_ctx *ctx, int fd)
 		dbg(ctx, "break signal for fd %d, which no handle owns now", fd);
 		return;
 	}
-	on_break(ctx, h);
+	on_break(ctx, h, true);
 	imm_handle_unref(h);
 }
 
@@ -168,7 +206,7 @@ static void rescan(struct imm_ctx *ctx)
 		return;
 	}
 	for (size_t i = 0; i < n; i++) {
-		on_break(ctx, all[i]);
+		on_break(ctx, all[i], false);
 		imm_handle_unref(all[i]);
 	}
 	free(all);
@@ -312,6 +350,28 @@ static int start_locked(struct imm_ctx *ctx)
 	ctx->notifier_running = true;
 	dbg(ctx, "notifier thread %d listens on signal %d", ctx->notifier_tid,
 	    ctx->signo);
+	return 0;
+}
+
+/* Aim the handle's break signal at the notifier thread, thread-directed,
+ * as ctx->signo: before a seal exists, so that no break can reach the
+ * process as a plain SIGIO (default action: death). */
+int imm_notifier_aim(struct imm_handle *h)
+{
+	struct imm_ctx *ctx = h->ctx;
+	struct f_owner_ex owner = {
+		.type = F_OWNER_TID,
+		.pid = ctx->notifier_tid,
+	};
+	int r;
+
+	if (fcntl(h->fd, F_SETOWN_EX, &owner) < 0 ||
+	    fcntl(h->fd, F_SETSIG, ctx->signo) < 0) {
+		r = -errno;
+		err(ctx, "cannot direct break signals to the notifier: %s",
+		    strerror(-r));
+		return r;
+	}
 	return 0;
 }
 

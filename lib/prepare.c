@@ -38,6 +38,11 @@ static int space_error(struct imm_ctx *ctx, int r, const char *step,
 			 "filesystem (or raise the quota), or seal a smaller range",
 		    step, (unsigned long long)off, (unsigned long long)len,
 		    strerror(-r));
+	else if (r == -ETXTBSY)
+		err(ctx, "%s of [%llu, +%llu): another open of the file holds an "
+			 "exclusive layout seal, which refuses block map changes; "
+			 "retry once it has released", step,
+		    (unsigned long long)off, (unsigned long long)len);
 	else if (r == -EOPNOTSUPP)
 		err(ctx, "%s of [%llu, +%llu): the filesystem cannot do it; "
 			 "copy the file without reflinks (cp --reflink=never) "

@@ -82,6 +82,7 @@ struct imm_ctx {
 	int log_priority;
 
 	const struct imm_seal_backend *backend;
+	bool backend_forced;		/* LIBIMMUTABLE_BACKEND: no fallback */
 	int signo;
 	uint32_t revoke_margin_ms;
 
@@ -133,6 +134,9 @@ struct imm_handle {
 	uint32_t block_size;
 	void *userdata;
 
+	/* Chosen once, under h->lock, by imm_seal_pick_backend(): the
+	 * context's, or leases on a filesystem without layout seals. */
+	const struct imm_seal_backend *backend;
 	int state;			/* enum imm_handle_state */
 	uint64_t seal_gen;
 	uint64_t seal_off;
@@ -250,13 +254,35 @@ int imm_badblocks_check_seal(struct imm_handle *h,
 struct imm_seal_backend {
 	int id;				/* enum imm_backend */
 	const char *name;
+	/* preparation conflicts with the seal (it unshares, which is a layout
+	 * change): prepare before sealing, whatever the kind of seal */
+	bool prepare_first;
 	int (*probe)(struct imm_ctx *ctx);
+	/* 1: this backend can seal the handle's file, 0: not on its
+	 * filesystem (leases can), <0: error; NULL: always 1 */
+	int (*file_ok)(struct imm_handle *h);
+	/* the backend's own rules for this kind of seal on this handle,
+	 * checked before any work; 0 or a logged -errno */
+	int (*check)(struct imm_handle *h, uint32_t flags);
 	int (*seal)(struct imm_handle *h, uint32_t flags);
 	int (*unseal)(struct imm_handle *h);
 	/* 1: the kernel has a break pending for this seal, 0: no, <0: error */
 	int (*break_pending)(struct imm_handle *h);
+	/* What a break signal means when no break is pending, for the log;
+	 * NULL (or no hook): nothing, a stale or duplicate signal. */
+	const char *(*signal_without_break)(const struct imm_handle *h);
 };
 extern const struct imm_seal_backend imm_seal_lease;
+extern const struct imm_seal_backend imm_seal_layout;
+
+/* seal.c: the handle's backend, picked by imm_seal_pick_backend() with
+ * h->lock held; before that, the context's */
+int imm_seal_pick_backend(struct imm_handle *h);
+static inline const struct imm_seal_backend *
+imm_handle_backend(const struct imm_handle *h)
+{
+	return h->backend ? h->backend : h->ctx->backend;
+}
 
 /* seal.c: teardown in the one safe order; h->lock held */
 int imm_seal_teardown(struct imm_handle *h, int new_state);
@@ -264,6 +290,7 @@ int imm_seal_verify(struct imm_handle *h, struct imm_event **ret_ev);
 
 /* notify.c */
 int imm_notifier_start(struct imm_ctx *ctx);
+int imm_notifier_aim(struct imm_handle *h);
 void imm_notifier_stop(struct imm_ctx *ctx);
 bool imm_notifier_is_self(const struct imm_ctx *ctx);
 void imm_breaking_remove(struct imm_ctx *ctx, struct imm_handle *h);

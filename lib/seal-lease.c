@@ -61,14 +61,21 @@ static int lease_error(struct imm_handle *h, int e, int type)
 	}
 }
 
+/* A read lease breaks on any writable open, this handle's own included. */
+static int lease_check(struct imm_handle *h, uint32_t flags)
+{
+	if ((flags & IMM_SEAL_SHARED) && h->writable) {
+		err(h->ctx, "a shared seal needs a handle opened IMM_RDONLY: a "
+			    "writable open is itself a writer, and the kernel grants "
+			    "no read lease while one exists");
+		return -EBADF;
+	}
+	return 0;
+}
+
 static int lease_seal(struct imm_handle *h, uint32_t flags)
 {
-	struct imm_ctx *ctx = h->ctx;
 	int type = lease_type(flags);
-	struct f_owner_ex owner = {
-		.type = F_OWNER_TID,
-		.pid = ctx->notifier_tid,
-	};
 	int r;
 
 	/*
@@ -77,13 +84,9 @@ static int lease_seal(struct imm_handle *h, uint32_t flags)
 	 * F_UNLCK cleared both, so a lease taken without this would signal
 	 * the whole process with SIGIO, whose default action kills it.
 	 */
-	if (fcntl(h->fd, F_SETOWN_EX, &owner) < 0 ||
-	    fcntl(h->fd, F_SETSIG, ctx->signo) < 0) {
-		r = -errno;
-		err(ctx, "cannot direct break signals to the notifier: %s",
-		    strerror(-r));
+	r = imm_notifier_aim(h);
+	if (r < 0)
 		return r;
-	}
 	if (fcntl(h->fd, F_SETLEASE, type) < 0)
 		return lease_error(h, errno, type);
 	return 0;
@@ -117,6 +120,7 @@ const struct imm_seal_backend imm_seal_lease = {
 	.id = IMM_BACKEND_LEASE,
 	.name = "lease",
 	.probe = lease_probe,
+	.check = lease_check,
 	.seal = lease_seal,
 	.unseal = lease_unseal,
 	.break_pending = lease_break_pending,

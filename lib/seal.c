@@ -7,7 +7,7 @@
  *                    +------------- release ------------> OPEN <-----+
  *
  * The handle lock is held only to look at and to change that state, never
- * across a lease, a FIEMAP or preparation: the notifier takes the same
+ * across a seal call, a FIEMAP or preparation: the notifier takes the same
  * lock to record a break, and must never wait behind I/O.
  */
 #define _GNU_SOURCE
@@ -39,7 +39,7 @@ int imm_seal_teardown(struct imm_handle *h, int new_state)
 	imm_verbs_teardown_all(h);
 	imm_map_teardown_all(h);
 	if (is_sealed(h->state))
-		r = h->ctx->backend->unseal(h);
+		r = imm_handle_backend(h)->unseal(h);
 	if (h->state == IMM_STATE_BREAKING)
 		imm_breaking_remove(h->ctx, h);
 	imm_extent_map_free(&h->snapshot);
@@ -64,12 +64,6 @@ static int check_seal_args(struct imm_handle *h, uint32_t flags,
 		err(ctx, "imm_seal: give exactly one of IMM_SEAL_SHARED and "
 			 "IMM_SEAL_EXCLUSIVE");
 		return -EINVAL;
-	}
-	if (mode == IMM_SEAL_SHARED && h->writable) {
-		err(ctx, "a shared seal needs a handle opened IMM_RDONLY: a "
-			 "writable open is itself a writer, and the kernel grants "
-			 "no read lease while one exists");
-		return -EBADF;
 	}
 	if (opts) {
 		r = imm_opts_check(opts, sizeof(*opts), opts->sz);
@@ -154,9 +148,12 @@ static bool map_final(struct sealing *s, uint64_t *bad, uint32_t *bad_flags)
 	return imm_extent_map_final(&s->map, s->start, s->end, bad, bad_flags);
 }
 
-/* A read lease forbids writers, ours included: prepare first, through a
- * short-lived writable open. */
-static int prepare_for_shared(struct imm_handle *h, struct sealing *s)
+/*
+ * Prepare before sealing: a read lease forbids writers, ours included, and
+ * a layout seal conflicts with unsharing, ours included.  Through the
+ * handle's own open if it may write, else a short-lived writable one.
+ */
+static int prepare_before(struct imm_handle *h, struct sealing *s)
 {
 	uint64_t bad;
 	uint32_t bad_flags;
@@ -168,6 +165,8 @@ static int prepare_for_shared(struct imm_handle *h, struct sealing *s)
 	if (s->flags & IMM_SEAL_NO_PREPARE)
 		return not_final(h, bad, bad_flags,
 				 "IMM_SEAL_NO_PREPARE forbids preparing it");
+	if (h->writable)
+		return imm_prepare(h, h->fd, s->start, s->end);
 	wfd = reopen_writable(h);
 	if (wfd < 0)
 		return wfd;
@@ -198,22 +197,29 @@ static int prepare_in_place(struct imm_handle *h, struct sealing *s)
 	return r < 0 ? r : read_map(h, s);
 }
 
-/* The work of a seal, without the handle lock: lease, prepare, snapshot. */
+/*
+ * The work of a seal, without the handle lock: prepare, seal, snapshot.
+ * An exclusive lease prepares after sealing, when nobody else can have the
+ * file open; everything else before (see prepare_before()), and then finds
+ * out after sealing whether someone changed the map in between.
+ */
 static int seal_work(struct imm_handle *h, struct sealing *s)
 {
+	bool first = (s->flags & IMM_SEAL_SHARED) ||
+		     imm_handle_backend(h)->prepare_first;
 	uint64_t bad;
 	uint32_t bad_flags;
 	int r = 0;
 
-	if (s->flags & IMM_SEAL_SHARED)
-		r = prepare_for_shared(h, s);
+	if (first)
+		r = prepare_before(h, s);
 	if (r == 0)
-		r = h->ctx->backend->seal(h, s->flags);
+		r = imm_handle_backend(h)->seal(h, s->flags);
 	if (r < 0)
 		return r;
 	s->leased = true;
 	r = read_map(h, s);
-	if (r == 0 && (s->flags & IMM_SEAL_EXCLUSIVE))
+	if (r == 0 && !first)
 		r = prepare_in_place(h, s);
 	if (r == 0 && !map_final(s, &bad, &bad_flags))
 		r = not_final(h, bad, bad_flags, "it changed between preparation "
@@ -227,13 +233,72 @@ static int seal_work(struct imm_handle *h, struct sealing *s)
 	return r;
 }
 
+/*
+ * h->lock held.  The context's backend, unless it cannot seal this file: a
+ * layout seal needs a filesystem that recalls seals before it moves blocks,
+ * and on the others (9p, NFS, btrfs, ...) a lease still works.  Asked once
+ * per handle, the first time it matters; a backend forced with
+ * LIBIMMUTABLE_BACKEND is kept, and says why the seal fails.
+ */
+int imm_seal_pick_backend(struct imm_handle *h)
+{
+	const struct imm_seal_backend *b = h->ctx->backend;
+	int r;
+
+	if (h->backend)
+		return 0;
+	if (h->state == IMM_STATE_CLOSED)
+		return -EBADF;
+	r = b->file_ok ? b->file_ok(h) : 1;
+	if (r < 0)
+		return r;
+	if (r == 0 && !h->ctx->backend_forced) {
+		info(h->ctx, "fd %d: %s has no %s seals; sealing it with a lease",
+		     h->fd, imm_fs_name(h->fs_magic), b->name);
+		b = &imm_seal_lease;
+	}
+	h->backend = b;
+	return 0;
+}
+
+IMM_EXPORT int imm_handle_get_backend(struct imm_handle *h)
+{
+	int r;
+
+	if (!h)
+		return -EINVAL;
+	r = imm_check_fork(h->ctx, "imm_handle_get_backend");
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&h->lock);
+	r = imm_seal_pick_backend(h);
+	if (r == 0)
+		r = h->backend->id;
+	pthread_mutex_unlock(&h->lock);
+	return r;
+}
+
+/* h->lock held: the backend that will seal the file, and its own rules
+ * for this kind of seal on this handle. */
+static int backend_check(struct imm_handle *h, uint32_t flags)
+{
+	const struct imm_seal_backend *b;
+	int r = imm_seal_pick_backend(h);
+
+	if (r < 0)
+		return r;
+	b = imm_handle_backend(h);
+	return b->check ? b->check(h, flags & (IMM_SEAL_SHARED |
+					       IMM_SEAL_EXCLUSIVE)) : 0;
+}
+
 /* h->lock held: may this handle start a seal over [offset, +length)? */
 static int seal_begin(struct imm_handle *h, uint64_t offset, uint64_t length,
 		      struct sealing *s)
 {
 	struct imm_ctx *ctx = h->ctx;
 	struct stat st;
-	int e;
+	int e, r;
 
 	if (h->sealing || (h->state != IMM_STATE_OPEN &&
 			   h->state != IMM_STATE_REVOKED)) {
@@ -255,6 +320,9 @@ static int seal_begin(struct imm_handle *h, uint64_t offset, uint64_t length,
 		    (long long)st.st_size);
 		return -e;
 	}
+	r = backend_check(h, s->flags);
+	if (r < 0)
+		return r;
 	imm_range_align(offset, length, h->block_size, &s->start, &s->end);
 	s->alloc_only = !imm_fs_has_fiemap(h->fs_magic);
 	h->sealing = true;
@@ -271,13 +339,15 @@ static int seal_commit(struct imm_handle *h, struct sealing *s, int r,
 {
 	h->sealing = false;
 	if (r == 0 && h->broken_while_sealing) {
-		err(h->ctx, "another process opened or truncated the file while it "
-			    "was being sealed; the seal was given up: retry");
+		err(h->ctx, "another process broke the seal while it was being "
+			    "taken (it %s the file); the seal was given up: retry",
+		    imm_handle_backend(h)->id == IMM_BACKEND_LAYOUT ?
+		    "truncated, punched or remapped" : "opened or truncated");
 		r = -EAGAIN;
 	}
 	if (r < 0) {
 		if (s->leased)
-			h->ctx->backend->unseal(h);
+			imm_handle_backend(h)->unseal(h);
 		return r;
 	}
 	imm_extent_map_free(&h->snapshot);

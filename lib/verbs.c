@@ -5,7 +5,9 @@
  * What a NIC may hold depends on the kernel and the memory (design.md §4):
  * a long-term pin works for anonymous memory and tmpfs, for read-only
  * page-cache files and, before 6.5, writable ones; it never works for
- * fsdax on a stock kernel.  ODP needs the device to say so for RC and the
+ * fsdax on a stock kernel.  With the companion patch's layout seals it
+ * works for fsdax too, as long as the mapped open file holds a seal that
+ * is not being broken.  ODP needs the device to say so for RC and the
  * access asked for.  So AUTO tries the pin, the kernel being the judge of
  * what it allows, then ODP, then says which options there are.
  *
@@ -213,8 +215,39 @@ static int reg_odp(struct imm_ctx *ctx, struct imm_mr *mr, int access,
 	return 0;
 }
 
+/* A pin of fsdax memory exists only because the kernel ties it to the
+ * layout seal of the mapped open file: say so in the mode. */
+static enum imm_mr_mode pinned_mode(const struct imm_mr *mr)
+{
+	return mr->m->dax &&
+	       imm_handle_backend(mr->m->h)->id == IMM_BACKEND_LAYOUT ?
+	       IMM_MR_PINNED_SEALED : IMM_MR_PINNED;
+}
+
+/* The kernel has a break pending for the handle's seal: 1, 0 or -errno. */
+static int seal_breaking(struct imm_handle *h)
+{
+	int r;
+
+	pthread_mutex_lock(&h->lock);
+	r = h->state == IMM_STATE_CLOSED ? -EBADF :
+	    imm_handle_backend(h)->break_pending(h);
+	pthread_mutex_unlock(&h->lock);
+	return r;
+}
+
 static int no_mode(struct imm_ctx *ctx, const struct imm_mr *mr, int pin_err)
 {
+	if (mr->m->dax &&
+	    imm_handle_backend(mr->m->h)->id == IMM_BACKEND_LAYOUT) {
+		err(ctx, "imm_reg_mr: the kernel refused a long-term pin of this "
+			 "fsdax memory (%s) although it has layout seals: the seal "
+			 "is being broken (release and re-seal), or the pages are "
+			 "not those of the sealed open file; and the device "
+			 "reports no ODP for RC with this access",
+		    strerror(-pin_err));
+		return -EOPNOTSUPP;
+	}
 	err(ctx, "imm_reg_mr: no safe way to register this %s memory: the "
 		 "kernel refused a long-term pin (%s) and the device reports no "
 		 "ODP for RC with this access. Options: an ODP-capable NIC, a "
@@ -224,6 +257,63 @@ static int no_mode(struct imm_ctx *ctx, const struct imm_mr *mr, int pin_err)
 	return -EOPNOTSUPP;
 }
 
+/* Why the kernel refused a pin under a layout seal, and what to do. */
+static int sealed_pin_refused(struct imm_ctx *ctx, struct imm_mr *mr, int r)
+{
+	if (seal_breaking(mr->m->h) == 1) {
+		err(ctx, "imm_reg_mr: the kernel refused the pin (%s): the seal "
+			 "is being broken and a recall is on its way; release "
+			 "and re-seal", strerror(-r));
+		return -ESTALE;
+	}
+	if (!mr->m->dax)
+		err(ctx, "imm_reg_mr: IMM_MR_PINNED_SEALED: the kernel refused "
+			 "the pin (%s); a layout seal makes fsdax pages pinnable, "
+			 "and this memory is not fsdax: the kernel's own rules "
+			 "for it apply (no writable page-cache pins since 6.5); "
+			 "try IMM_MR_AUTO", strerror(-r));
+	else
+		err(ctx, "imm_reg_mr: IMM_MR_PINNED_SEALED: the kernel refused "
+			 "the pin of the sealed fsdax range: %s", strerror(-r));
+	return r;
+}
+
+/* The pin the layout seal allows: only with that backend, only while the
+ * seal is not being broken (the kernel checks that at pin time). */
+static int reg_pinned_sealed(struct imm_ctx *ctx, struct imm_mr *mr,
+			     int access)
+{
+	const struct imm_seal_backend *b = imm_handle_backend(mr->m->h);
+	int r;
+
+	if (b->id != IMM_BACKEND_LAYOUT) {
+		err(ctx, "imm_reg_mr: IMM_MR_PINNED_SEALED needs the layout seal "
+			 "backend of the companion kernel patch; %s",
+		    ctx->backend->id == IMM_BACKEND_LAYOUT ?
+		    "this file's filesystem has no layout seals and is sealed "
+		    "with a lease" : "this kernel has the lease backend");
+		return -EOPNOTSUPP;
+	}
+	r = reg(mr, access);
+	if (r < 0)
+		return sealed_pin_refused(ctx, mr, r);
+	mr->mode = pinned_mode(mr);
+	return 0;
+}
+
+static void pin_refused(struct imm_ctx *ctx, const struct imm_mr *mr, int r)
+{
+	bool policy = r == -EOPNOTSUPP || r == -EFAULT;
+
+	err(ctx, "imm_reg_mr: pinned registration: %s%s%s", strerror(-r),
+	    policy ? " (this kernel allows no long-term pin of this memory; "
+		     "try IMM_MR_AUTO" : "",
+	    !policy ? "" : mr->m->dax &&
+	    imm_handle_backend(mr->m->h)->id != IMM_BACKEND_LAYOUT ?
+	    ", or IMM_MR_PINNED_SEALED on a kernel with the companion patch)" :
+	    ")");
+}
+
 /* Register in the mode asked for, or choose one. */
 static int register_mr(struct imm_ctx *ctx, struct imm_mr *mr, int access,
 		       uint32_t flags)
@@ -231,21 +321,15 @@ static int register_mr(struct imm_ctx *ctx, struct imm_mr *mr, int access,
 	uint32_t mode = flags & IMM_MR_MODE_MASK;
 	int r = -EOPNOTSUPP, odp;
 
-	if (mode == IMM_MR_PINNED_SEALED) {
-		err(ctx, "imm_reg_mr: IMM_MR_PINNED_SEALED needs the layout seal "
-			 "backend of the companion kernel patch; this kernel "
-			 "has the %s backend", ctx->backend->name);
-		return -EOPNOTSUPP;
-	}
+	if (mode == IMM_MR_PINNED_SEALED)
+		return reg_pinned_sealed(ctx, mr, access);
 	if (mode == IMM_MR_AUTO || mode == IMM_MR_PINNED) {
-		mr->mode = IMM_MR_PINNED;
 		r = reg(mr, access);
+		if (r == 0)
+			mr->mode = pinned_mode(mr);
 		if (r == 0 || mode == IMM_MR_PINNED) {
 			if (r < 0)
-				err(ctx, "imm_reg_mr: pinned registration: %s%s",
-				    strerror(-r), r == -EOPNOTSUPP || r == -EFAULT ?
-				    " (this kernel allows no long-term pin of "
-				    "this memory; try IMM_MR_AUTO)" : "");
+				pin_refused(ctx, mr, r);
 			return r;
 		}
 		dbg(ctx, "pinned registration refused (%s); trying ODP",

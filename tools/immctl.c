@@ -144,13 +144,31 @@ static int parse_probe_args(int argc, char **argv, bool *json,
 	return 0;
 }
 
+/* The companion patch's interface version, for the layout backend; -1
+ * where there is none. */
+static int layout_seal_version(struct imm_ctx *ctx)
+{
+	FILE *f;
+	int v = -1;
+
+	if (imm_ctx_get_backend(ctx) != IMM_BACKEND_LAYOUT)
+		return -1;
+	f = fopen("/proc/sys/fs/layout-seal-version", "re");
+	if (!f)
+		return -1;
+	if (fscanf(f, "%d", &v) != 1)
+		v = -1;
+	fclose(f);
+	return v;
+}
+
 static int cmd_probe(int argc, char **argv)
 {
 	struct rdma_probe_dirs dirs = { 0 };
 	struct imm_ctx *ctx;
 	struct utsname u;
 	bool json = false;
-	int r, le, lbt;
+	int r, le, lbt, lsv;
 
 	r = parse_probe_args(argc, argv, &json, &dirs);
 	if (r)
@@ -160,17 +178,26 @@ static int cmd_probe(int argc, char **argv)
 	uname(&u);
 	le = imm_ctx_get_leases_enabled(ctx);
 	lbt = imm_ctx_get_lease_break_time(ctx);
+	lsv = layout_seal_version(ctx);
 	if (json) {
 		printf("{\"kernel\":");
 		json_string(stdout, u.release);
-		printf(",\"backend\":\"%s\",\"leases_enable\":%d,"
+		printf(",\"backend\":\"%s\",\"layout_seal_version\":",
+		       imm_backend_name(imm_ctx_get_backend(ctx)));
+		if (lsv < 0)
+			printf("null");
+		else
+			printf("%d", lsv);
+		printf(",\"leases_enable\":%d,"
 		       "\"lease_break_time\":%d,\"signal\":%d,\"rdma\":",
-		       imm_backend_name(imm_ctx_get_backend(ctx)), le, lbt,
-		       imm_ctx_get_signal(ctx));
+		       le, lbt, imm_ctx_get_signal(ctx));
 	} else {
 		printf("kernel:           %s\n", u.release);
 		printf("seal backend:     %s\n",
 		       imm_backend_name(imm_ctx_get_backend(ctx)));
+		if (lsv >= 0)
+			printf("layout seals:     version %d "
+			       "(/proc/sys/fs/layout-seal-version)\n", lsv);
 		printf("leases-enable:    %d%s\n", le,
 		       le == 0 ? "  (seals cannot be taken: sysctl fs.leases-enable=1)" : "");
 		printf("lease-break-time: %d s\n", lbt);

@@ -58,6 +58,8 @@ enum imm_backend {
 	_IMM_BACKEND_FORCE_INT = 0x7fffffff
 };
 int imm_ctx_get_backend(const struct imm_ctx *ctx);
+/* the backend that seals this handle's file (since 1.2) */
+int imm_handle_get_backend(struct imm_handle *h);
 const char *imm_backend_name(int backend);
 int imm_ctx_get_leases_enabled(struct imm_ctx *ctx);
 int imm_ctx_get_lease_break_time(struct imm_ctx *ctx);
@@ -155,8 +157,12 @@ const char *imm_handle_get_fs_name(const struct imm_handle *h);
 /* ------------------------------------------------------------------ */
 /* Seals                                                               */
 
-#define IMM_SEAL_SHARED 0x1u	/* read-only users; needs an IMM_RDONLY handle */
-#define IMM_SEAL_EXCLUSIVE 0x2u	/* the holder writes; only open of the file */
+/* What the two kinds mean depends on the backend (imm_seal(3)):
+ * lease: SHARED = read lease, IMM_RDONLY handle; EXCLUSIVE = write lease,
+ * the only open of the file.  layout: SHARED = breakable by layout changes;
+ * EXCLUSIVE = layout changes fail with ETXTBSY, IMM_RDWR handle. */
+#define IMM_SEAL_SHARED 0x1u
+#define IMM_SEAL_EXCLUSIVE 0x2u
 #define IMM_SEAL_NO_PREPARE 0x4u /* fail with -EUCLEAN instead of preparing */
 #define IMM_SEAL_NO_BADBLOCKS 0x8u /* fail with -EIO if known media errors
 				     * lie in the range (since 1.1) */

@@ -26,7 +26,8 @@ enum imm_mr_mode {
 	IMM_MR_PINNED = 1,	/* a long-term pin of the pages */
 	IMM_MR_ODP = 2,		/* on-demand paging, no pin */
 	IMM_MR_PINNED_SEALED = 3, /* a pin the kernel ties to the seal
-				   * (companion kernel patch) */
+				   * (layout backend, companion kernel
+				   * patch): fsdax under a layout seal */
 };
 
 /* imm_reg_mr() flags, or'ed with the mode asked for */

@@ -40,10 +40,14 @@ chmod 755 "$mnt"
 out=$("$IMMCTL" probe --json)
 check "probe --json is one JSON object" jq -e . <<<"$out" >/dev/null
 check "probe reports the lease backend" test "$(jq -r .backend <<<"$out")" = lease
+check "probe: no layout-seal-version with the lease backend" \
+	test "$(jq -c .layout_seal_version <<<"$out")" = null
 check "probe reports lease-break-time" test "$(jq -r .lease_break_time <<<"$out")" = "$lbt_saved"
 check "probe reports the kernel" test "$(jq -r .kernel <<<"$out")" = "$(uname -r)"
 text=$("$IMMCTL" probe)
 check "probe text names the backend" grep -q 'seal backend: *lease' <<<"$text"
+check "probe text: no layout seal line with the lease backend" \
+	bash -c '! grep -q "^layout seals:" <<<"$1"' _ "$text"
 # The host has no RDMA device (the guest tier has rxe: tests/vm/suite).
 if [ -z "$(ls /sys/class/infiniband 2>/dev/null)" ]; then
 	check "probe --json: no RDMA devices" test "$(jq -c .rdma <<<"$out")" = '[]'

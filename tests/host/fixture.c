@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -251,9 +253,10 @@ bool fx_leased(const char *path)
 	snprintf(want, sizeof(want), ":%lu ", (unsigned long)st.st_ino);
 	f = fopen("/proc/locks", "re");
 	assert_non_null(f);
+	/* a lease, or a layout seal (SEAL, SEALX) on a patched kernel */
 	while (fgets(line, sizeof(line), f))
-		if (strstr(line, "LEASE") && strstr(line, want) &&
-		    !strstr(line, "->"))
+		if ((strstr(line, "LEASE") || strstr(line, " SEAL")) &&
+		    strstr(line, want) && !strstr(line, "->"))
 			found = true;
 	fclose(f);
 	return found;
@@ -350,6 +353,7 @@ int fx_dispatch_wait(struct imm_ctx *ctx, int timeout_ms)
 /* ---------------------------------------------------------------- breakers */
 
 struct breaker_shm {
+	atomic_bool started;		/* about to break: timing starts */
 	uint64_t blocked_ns;
 	uint64_t end_ns;
 	int err;
@@ -376,6 +380,7 @@ static void breaker_run(const char *path, enum fx_break_op op,
 	int r = 0, fd = -1;
 	uint64_t t0 = fx_now_ns();
 
+	atomic_store(&shm->started, true);
 	switch (op) {
 	case FX_OPEN_RDONLY:
 		fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -409,6 +414,10 @@ pid_t fx_breaker_start(const char *path, enum fx_break_op op)
 	assert_true(pid >= 0);
 	if (pid == 0)
 		breaker_run(path, op, shm);
+	/* A loaded machine may run the child late; callers time from here
+	 * ("let the breaker block"), so return once it is at its call. */
+	while (!atomic_load(&shm->started))
+		usleep(1000);
 	i = slot_of(0);
 	breakers[i].pid = pid;
 	breakers[i].shm = shm;

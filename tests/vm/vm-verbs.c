@@ -41,6 +41,7 @@ static struct rdma_loop L;
 static unsigned char *local;	/* the "remote" side's buffer */
 static struct ibv_mr *local_mr;
 static bool kernel_has_rxe_odp;	/* 7.x: rxe pages on demand */
+static bool layout;		/* the patched kernel's layout seals */
 static char logbuf[1024];
 
 static void log_fn(void *data, int priority, const char *file, int line,
@@ -59,6 +60,15 @@ static struct imm_ctx *ctx_new(void)
 	return ctx;
 }
 
+static bool backend_is_layout(void)
+{
+	struct imm_ctx *ctx = ctx_new();
+	bool r = imm_ctx_get_backend(ctx) == IMM_BACKEND_LAYOUT;
+
+	imm_ctx_unref(ctx);
+	return r;
+}
+
 static int group_setup(void **state)
 {
 	struct utsname u;
@@ -66,6 +76,8 @@ static int group_setup(void **state)
 	(void)state;
 	uname(&u);
 	kernel_has_rxe_odp = atoi(u.release) >= 7;
+	layout = backend_is_layout();
+	printf("  seal backend: %s\n", layout ? "layout" : "lease");
 	if (rdma_loop_open(&L, "rxe0") < 0)
 		return -1;
 	local = aligned_alloc(4096, 4 * IO);
@@ -96,8 +108,8 @@ struct sealed {
 	char path[PATH_MAX];
 };
 
-static void seal_map(struct sealed *s, const char *dir, const char *name,
-		     bool ro)
+static void seal_map_kind(struct sealed *s, const char *dir, const char *name,
+			  bool ro, uint32_t kind)
 {
 	unsigned char buf[4096];
 	int fd;
@@ -114,10 +126,23 @@ static void seal_map(struct sealed *s, const char *dir, const char *name,
 	close(fd);
 	s->ctx = ctx_new();
 	assert_int_equal(imm_handle_open(s->ctx, s->path, IMM_RDWR, &s->h), 0);
-	assert_int_equal(imm_seal(s->h, 0, FILE_SIZE, IMM_SEAL_EXCLUSIVE, NULL), 0);
+	assert_int_equal(imm_seal(s->h, 0, FILE_SIZE, kind, NULL), 0);
 	assert_int_equal(imm_map(s->h, 0, FILE_SIZE, IMM_MAP_PAGE_OK |
 				 IMM_MAP_POPULATE | (ro ? IMM_MAP_READONLY : 0),
 				 &s->m), 0);
+}
+
+static void seal_map(struct sealed *s, const char *dir, const char *name,
+		     bool ro)
+{
+	seal_map_kind(s, dir, name, ro, IMM_SEAL_EXCLUSIVE);
+}
+
+/* Is the file sealed with a layout seal (the patched kernel, and a
+ * filesystem that takes one)? */
+static bool by_layout(struct sealed *s)
+{
+	return imm_handle_get_backend(s->h) == IMM_BACKEND_LAYOUT;
 }
 
 static void unseal(struct sealed *s)
@@ -211,6 +236,9 @@ static void registration_matrix(void **state)
 		int rc;
 
 		seal_map(&s, r->dir, "matrix", r->ro);
+		/* a layout seal makes sealed fsdax pinnable (the patch is 6.12) */
+		if (by_layout(&s) && !strncmp(r->what, "fsdax", 5))
+			want = IMM_MR_PINNED_SEALED;
 		rc = imm_reg_mr(s.m, L.pd, 0, FILE_SIZE, r->ro ? RO : RW, IMM_MR_AUTO, &mr);
 		printf("  %-20s -> %s%s%s\n", r->what,
 		       rc ? "refused: " : imm_mr_mode_name(imm_mr_get_mode(mr)),
@@ -234,8 +262,21 @@ static void registration_matrix(void **state)
 	}
 }
 
-/* Asking for a mode: fsdax never pins on a stock kernel; ODP only where
- * the device has it; the sealed pin only with the companion patch. */
+/* A pin of sealed fsdax, asked for as mode, with the layout backend: the
+ * sealed pin, and RDMA through it reaches the file. */
+static void pins_under_layout_seal(struct sealed *s, uint32_t mode)
+{
+	struct imm_mr *mr;
+
+	assert_int_equal(imm_reg_mr(s->m, L.pd, 0, FILE_SIZE, RW, mode, &mr), 0);
+	assert_int_equal(imm_mr_get_mode(mr), IMM_MR_PINNED_SEALED);
+	loopback_write_read(s, mr, 0, 70 + mode);
+	assert_int_equal(imm_dereg_mr(mr), 0);
+}
+
+/* Asking for a mode: fsdax never pins on a stock kernel, and pins under a
+ * layout seal; ODP only where the device has it; the sealed pin only with
+ * the companion patch. */
 static void explicit_modes(void **state)
 {
 	struct imm_mr *mr;
@@ -243,11 +284,17 @@ static void explicit_modes(void **state)
 
 	(void)state;
 	seal_map(&s, "/mnt/pmem-xfs", "explicit", false);
-	assert_int_equal(imm_reg_mr(s.m, L.pd, 0, FILE_SIZE, RW, IMM_MR_PINNED,
-				    &mr), -EOPNOTSUPP);
-	assert_int_equal(imm_reg_mr(s.m, L.pd, 0, FILE_SIZE, RW,
-				    IMM_MR_PINNED_SEALED, &mr), -EOPNOTSUPP);
-	assert_non_null(strstr(logbuf, "companion kernel patch"));
+	if (by_layout(&s)) {
+		pins_under_layout_seal(&s, IMM_MR_PINNED);
+		pins_under_layout_seal(&s, IMM_MR_PINNED_SEALED);
+	} else {
+		assert_int_equal(imm_reg_mr(s.m, L.pd, 0, FILE_SIZE, RW,
+					    IMM_MR_PINNED, &mr), -EOPNOTSUPP);
+		assert_non_null(strstr(logbuf, "IMM_MR_PINNED_SEALED"));
+		assert_int_equal(imm_reg_mr(s.m, L.pd, 0, FILE_SIZE, RW,
+					    IMM_MR_PINNED_SEALED, &mr), -EOPNOTSUPP);
+		assert_non_null(strstr(logbuf, "companion kernel patch"));
+	}
 	if (kernel_has_rxe_odp) {
 		/* rxe has no ibv_advise_mr: a prefetch asked for fails and
 		 * leaves no MR; by default it is only tried */
@@ -328,8 +375,9 @@ static void set_lease_break_time(int seconds)
 	assert_int_equal(fclose(f), 0);
 }
 
-/* A breaker that waits for the lease, then reuses the range: truncates the
- * file to nothing and writes it anew with 'B'. */
+/* A breaker that waits for the seal (the lease: at its open; a layout seal:
+ * at its truncate), then reuses the range: truncates the file to nothing
+ * and writes it anew with 'B'. */
 static pid_t breaker(const char *path)
 {
 	pid_t pid = fork();
@@ -369,7 +417,13 @@ static void revoke_deregisters(void **state)
 
 	(void)state;
 	set_lease_break_time(2);
-	seal_map(&s, "/tmp", "revoke", false);
+	/* a write lease breaks on the breaker's open, on tmpfs as anywhere;
+	 * a layout seal only on its truncate, breakable (shared) only, and
+	 * only where the filesystem breaks layouts: fsdax xfs */
+	if (layout)
+		seal_map_kind(&s, "/mnt/pmem-xfs", "revoke", false, IMM_SEAL_SHARED);
+	else
+		seal_map(&s, "/tmp", "revoke", false);
 	assert_int_equal(imm_ctx_set_revoke_margin(s.ctx, 500), 0);
 	assert_int_equal(imm_ctx_set_event_fn(s.ctx, count_event, types, 0), 0);
 	assert_int_equal(imm_reg_mr(s.m, L.pd, 0, FILE_SIZE, RW, 0, &mr), 0);
