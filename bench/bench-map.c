@@ -405,20 +405,9 @@ static int make_file(const char *dir, uint64_t size, char *path,
 		     size_t pathsz)
 {
 	uint64_t t0 = bench_now_ns();
-	int r, fd;
+	int fd;
 
-	if (bench_free_bytes(dir) < size + 64 * MiB)
-		bench_fail("%llu MiB needed, %llu MiB free in %s",
-			   (unsigned long long)(size / MiB + 64),
-			   (unsigned long long)(bench_free_bytes(dir) / MiB), dir);
-	bench_path(path, pathsz, dir, "mapme");
-	r = bench_create_written(path, size, true);
-	if (r < 0)
-		bench_fail("writing %llu MiB to %s: %s",
-			   (unsigned long long)(size / MiB), path, strerror(-r));
-	fd = open(path, O_RDWR | O_CLOEXEC);
-	if (fd < 0)
-		bench_fail("open %s: %s", path, strerror(errno));
+	fd = bench_open_written(dir, "mapme", size, 64 * MiB, path, pathsz);
 	printf("bench-map: %llu MiB written to %s in %.1f s\n",
 	       (unsigned long long)(size / MiB), path,
 	       (double)(bench_now_ns() - t0) / 1e9);

@@ -245,21 +245,10 @@ static int make_file(const char *base, const char *name, uint64_t size)
 {
 	char dir[PATH_MAX], path[PATH_MAX];
 	uint64_t t0 = bench_now_ns();
-	int r, fd;
+	int fd;
 
 	bench_make_tmpdir(base, "verbs", dir, sizeof(dir));
-	if (bench_free_bytes(dir) < size + 16 * MiB)
-		bench_fail("%llu MiB needed, %llu MiB free in %s",
-			   (unsigned long long)(size / MiB + 16),
-			   (unsigned long long)(bench_free_bytes(dir) / MiB), dir);
-	bench_path(path, sizeof(path), dir, name);
-	r = bench_create_written(path, size, true);
-	if (r < 0)
-		bench_fail("writing %llu MiB to %s: %s",
-			   (unsigned long long)(size / MiB), path, strerror(-r));
-	fd = open(path, O_RDWR | O_CLOEXEC);
-	if (fd < 0)
-		bench_fail("open %s: %s", path, strerror(errno));
+	fd = bench_open_written(dir, name, size, 16 * MiB, path, sizeof(path));
 	printf("%llu MiB written to %s (%s%s) in %.1f s\n",
 	       (unsigned long long)(size / MiB), path, bench_fs_name(dir),
 	       bench_fd_is_dax(fd) ? ", DAX" : "", (double)(bench_now_ns() - t0) / 1e9);

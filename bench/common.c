@@ -652,6 +652,26 @@ out:
 	return r;
 }
 
+int bench_open_written(const char *dir, const char *name, uint64_t size,
+		       uint64_t slack, char *path, size_t pathsz)
+{
+	int r, fd;
+
+	if (bench_free_bytes(dir) < size + slack)
+		bench_fail("%llu MiB needed, %llu MiB free in %s",
+			   (unsigned long long)((size + slack) >> 20),
+			   (unsigned long long)(bench_free_bytes(dir) >> 20), dir);
+	bench_path(path, pathsz, dir, name);
+	r = bench_create_written(path, size, true);
+	if (r < 0)
+		bench_fail("writing %llu MiB to %s: %s",
+			   (unsigned long long)(size >> 20), path, strerror(-r));
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		bench_fail("open %s: %s", path, strerror(errno));
+	return fd;
+}
+
 enum bench_frag_result bench_create_fragmented(const char *path,
 					       uint64_t extents,
 					       uint64_t budget_ns,

@@ -109,6 +109,11 @@ void bench_check_sealed(struct imm_handle *h, const char *when);
 uint64_t bench_free_bytes(const char *path);
 /* Create (O_EXCL) and fully write size bytes, fsync; registered for unlink. */
 int bench_create_written(const char *path, uint64_t size, bool register_it);
+/* dir/name created fully written (size bytes, with slack bytes to spare on
+ * the filesystem) and opened O_RDWR; fails the setup otherwise.  path
+ * receives the name. */
+int bench_open_written(const char *dir, const char *name, uint64_t size,
+		       uint64_t slack, char *path, size_t pathsz);
 /*
  * A file of `extents` one-block extents that survives preparation: no
  * holes, nothing unwritten, every extent two blocks away from the next on

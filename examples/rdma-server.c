@@ -109,7 +109,7 @@ static uint32_t breakable_seal(struct server *s)
 	       IMM_SEAL_SHARED : IMM_SEAL_EXCLUSIVE;
 }
 
-/* Seal, map, register.  1: not yet (someone else still has the file
+/* Seal, map, register.  1: retry later (someone else still has the file
  * open), 0: serving, <0: give up. */
 static int seal_and_register(struct server *s)
 {

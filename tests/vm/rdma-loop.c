@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -171,4 +172,15 @@ int rdma_loop_op(struct rdma_loop *l, enum ibv_wr_opcode op, void *local,
 			return -ETIMEDOUT;
 	} while (n == 0);
 	return (int)wc.status;
+}
+
+int rdma_loop_buffer(struct rdma_loop *l, size_t len, void **buf,
+		     struct ibv_mr **mr)
+{
+	*mr = NULL;
+	*buf = aligned_alloc(4096, len);
+	if (*buf)
+		*mr = ibv_reg_mr(l->pd, *buf, len, IBV_ACCESS_LOCAL_WRITE |
+				 IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ);
+	return *mr ? 0 : -1;
 }

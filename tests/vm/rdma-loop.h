@@ -30,6 +30,11 @@ int rdma_loop_open(struct rdma_loop *l, const char *devname);
 /* A fresh QP pair, after a remote access error moved the old one to ERR. */
 int rdma_loop_reconnect(struct rdma_loop *l);
 void rdma_loop_close(struct rdma_loop *l);
+/* The tests' "remote" memory: len bytes of anonymous memory, page aligned,
+ * registered pinned for local write and remote read and write.  0 or -1;
+ * release with ibv_dereg_mr(*mr) and free(*buf). */
+int rdma_loop_buffer(struct rdma_loop *l, size_t len, void **buf,
+		     struct ibv_mr **mr);
 
 /*
  * One RDMA WRITE (local -> remote) or READ (remote -> local) on qp[0],

@@ -746,9 +746,7 @@ static int group_setup(void **state)
 	(void)state;
 	if (rdma_loop_open(&L, "rxe0") < 0)
 		return -1;
-	local = aligned_alloc(4096, 2 * IO);
-	local_mr = ibv_reg_mr(L.pd, local, 2 * IO, RW);	/* anonymous: pinned */
-	return local_mr ? 0 : -1;
+	return rdma_loop_buffer(&L, 2 * IO, (void **)&local, &local_mr);
 }
 
 static int group_teardown(void **state)

@@ -80,9 +80,7 @@ static int group_setup(void **state)
 	printf("  seal backend: %s\n", layout ? "layout" : "lease");
 	if (rdma_loop_open(&L, "rxe0") < 0)
 		return -1;
-	local = aligned_alloc(4096, 4 * IO);
-	local_mr = ibv_reg_mr(L.pd, local, 4 * IO, RW);	/* anonymous: pinned */
-	return local_mr ? 0 : -1;
+	return rdma_loop_buffer(&L, 4 * IO, (void **)&local, &local_mr);
 }
 
 static int group_teardown(void **state)
