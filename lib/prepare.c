@@ -3,14 +3,16 @@
  * Preparation: make the block map of a range final, so that no store
  * through a mapping can change it.  Holes are allocated, unwritten extents
  * written, reflinked extents unshared, delayed allocation flushed.  None of
- * it changes the file's data or size: allocation keeps the size, and the
- * "writes" store back what a read returned.
+ * it changes the file's data or size: allocation keeps the size, and
+ * unwritten blocks become written by write faults that store nothing (see
+ * populate_written()), so a concurrent writer's bytes are never replaced.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <linux/falloc.h>
@@ -18,7 +20,8 @@
 
 #include "private.h"
 
-#define REWRITE_CHUNK (1u << 20)
+/* address space mapped at a time while preparing */
+#define POPULATE_CHUNK (64ull << 20)
 
 static int fallocate_retry(int fd, int mode, uint64_t off, uint64_t len)
 {
@@ -56,32 +59,65 @@ static int space_error(struct imm_ctx *ctx, int r, const char *step,
 }
 
 /*
- * Turn [off, off+len) into written blocks by storing back what is there.
- * Unwritten extents and tmpfs's fallocated pages read as zeros; reading
- * first keeps any data that reached the page cache after the map was read.
+ * Turn [off, off+len) into written blocks without storing a byte: a write
+ * fault through a shared mapping makes the filesystem allocate, convert or
+ * (DAX) zero-and-convert the block, and dirties the page cache page with
+ * whatever it holds, which writeback then stores.  Reading bytes and
+ * writing them back instead would replace what another writer stores in
+ * between.  MADV_POPULATE_WRITE faults without touching the memory, and
+ * reports a fault it cannot satisfy (the file shrank, no space, a media
+ * error) as an error instead of SIGBUS.
  */
-static int rewrite(struct imm_ctx *ctx, int fd, char *buf, uint64_t off,
-		   uint64_t len)
+static int populate_chunk(struct imm_ctx *ctx, int fd, uint64_t off,
+			  uint64_t len)
 {
-	while (len) {
-		size_t n = len < REWRITE_CHUNK ? (size_t)len : REWRITE_CHUNK;
-		ssize_t got, put;
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+		       (off_t)off);
+	int r = 0;
 
-		do {
-			got = pread(fd, buf, n, (off_t)off);
-		} while (got < 0 && errno == EINTR);
-		if (got <= 0)
-			return space_error(ctx, got < 0 ? -errno : -EIO,
-					   "reading back", off, n);
-		do {
-			put = pwrite(fd, buf, (size_t)got, (off_t)off);
-		} while (put < 0 && errno == EINTR);
-		if (put < 0)
-			return space_error(ctx, -errno, "writing back", off, n);
-		off += (uint64_t)put;
-		len -= (uint64_t)put;
+	if (p == MAP_FAILED)
+		return space_error(ctx, -errno, "mapping for preparation", off,
+				   len);
+	while (madvise(p, len, MADV_POPULATE_WRITE) < 0) {
+		r = -errno;
+		if (r == -EINTR) {
+			r = 0;
+			continue;
+		}
+		if (r == -EINVAL)
+			err(ctx, "preparing [%llu, +%llu) needs MADV_POPULATE_WRITE "
+				 "(Linux 5.14): on this kernel, write the range's "
+				 "data (or zeros) yourself before sealing it",
+			    (unsigned long long)off, (unsigned long long)len);
+		else if (r == -EFAULT || r == -EHWPOISON)
+			err(ctx, "making [%llu, +%llu) written failed: the file "
+				 "shrank or lost blocks meanwhile, the filesystem is "
+				 "out of space, or the range has a media error; "
+				 "check the file and retry",
+			    (unsigned long long)off, (unsigned long long)len);
+		else
+			space_error(ctx, r, "making blocks written", off, len);
+		r = r == -EINVAL ? -EOPNOTSUPP : r == -EFAULT ? -EIO : r;
+		break;
 	}
-	return 0;
+	munmap(p, len);
+	return r;
+}
+
+static int populate_written(struct imm_ctx *ctx, int fd, uint64_t off,
+			    uint64_t len)
+{
+	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+	uint64_t a = off & ~(page - 1), b = (off + len + page - 1) & ~(page - 1);
+	int r = 0;
+
+	while (a < b && r == 0) {
+		uint64_t n = b - a < POPULATE_CHUNK ? b - a : POPULATE_CHUNK;
+
+		r = populate_chunk(ctx, fd, a, n);
+		a += n;
+	}
+	return r;
 }
 
 static bool has_gaps(const struct imm_extent_map *m, uint64_t start,
@@ -139,14 +175,13 @@ static int unshare_reflinks(struct imm_ctx *ctx, int fd, const struct imm_extent
 	return 0;
 }
 
-/* Rewrite every hole and unwritten extent, clipped to EOF so the size
- * stays: a partial last block is still written as a whole. */
-static int rewrite_unwritten(struct imm_ctx *ctx, int fd,
+/* Every hole and unwritten extent made written, clipped to EOF so the
+ * size stays: a partial last page is still made written as a whole. */
+static int make_written(struct imm_ctx *ctx, int fd,
 			     const struct imm_extent_map *m, uint64_t start,
 			     uint64_t end, uint64_t size)
 {
 	uint64_t cursor = start, stop = end < size ? end : size;
-	char *buf = NULL;
 	int r = 0;
 
 	for (size_t i = 0; i <= m->n && r == 0; i++) {
@@ -164,14 +199,11 @@ static int rewrite_unwritten(struct imm_ctx *ctx, int fd,
 
 			if (a >= b)
 				continue;
-			if (!buf && !(buf = malloc(REWRITE_CHUNK)))
-				return -ENOMEM;
-			r = rewrite(ctx, fd, buf, a, b - a);
+			r = populate_written(ctx, fd, a, b - a);
 		}
 		if (i < m->n)
 			cursor = m->ext[i].logical + m->ext[i].length;
 	}
-	free(buf);
 	return r;
 }
 
@@ -205,7 +237,7 @@ int imm_prepare(struct imm_handle *h, int fd, uint64_t start, uint64_t end)
 	if (r < 0)
 		goto out;
 	/* No fsync here: the seal syncs the file once, prepared or not. */
-	r = rewrite_unwritten(ctx, fd, &m, start, end, (uint64_t)st.st_size);
+	r = make_written(ctx, fd, &m, start, end, (uint64_t)st.st_size);
 	if (r == 0)
 		dbg(ctx, "prepared [%llu, %llu)", (unsigned long long)start,
 		    (unsigned long long)end);
