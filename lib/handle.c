@@ -235,8 +235,16 @@ IMM_EXPORT int imm_handle_close(struct imm_handle *h)
 				 "another thread; close after it returns");
 		return h->sealing ? -EBUSY : -EBADF;
 	}
+	/* A teardown that failed left the seal and its state as they are in
+	 * the kernel: so does the close, which the caller may retry. */
 	if (h->state != IMM_STATE_OPEN)
 		r = imm_seal_teardown(h, IMM_STATE_CLOSED);
+	if (r < 0) {
+		pthread_mutex_unlock(&h->lock);
+		err(ctx, "imm_handle_close: the handle stays %s; fix the cause "
+			 "above and close it again", imm_state_name(h->state));
+		return r;
+	}
 	h->state = IMM_STATE_CLOSED;
 	imm_ctx_untrack(ctx, h);
 	close(h->fd);

@@ -391,6 +391,7 @@ IMM_EXPORT int imm_unmap(struct imm_map *m)
 	if (imm_forked(h->ctx))
 		return imm_check_fork(h->ctx, "imm_unmap");
 	pthread_mutex_lock(&h->lock);
+	imm_verbs_retry_map(m);
 	if (m->mrs) {
 		pthread_mutex_unlock(&h->lock);
 		err(h->ctx, "imm_unmap: the mapping still has verbs registrations; "

@@ -225,8 +225,11 @@ bool imm_extent_map_final(const struct imm_extent_map *map, uint64_t start,
 /* prepare.c */
 int imm_prepare(struct imm_handle *h, int fd, uint64_t start, uint64_t end);
 
-/* verbs.c: h->lock held; deregisters every MR of the handle's mappings */
-void imm_verbs_teardown_all(struct imm_handle *h);
+/* verbs.c: h->lock held; deregisters every MR of the handle's mappings.
+ * An MR whose deregistration fails stays live and listed: -errno, and
+ * the next teardown (or imm_verbs_retry_map() of its mapping) retries. */
+int imm_verbs_teardown_all(struct imm_handle *h);
+int imm_verbs_retry_map(struct imm_map *m);
 
 /* map.c: h->lock held; unmaps every mapping, keeps the address ranges */
 void imm_map_teardown_all(struct imm_handle *h);

@@ -28,23 +28,54 @@ static bool is_sealed(int state)
 }
 
 /*
+ * Detach the snapshot before freeing it: a child forked while this runs
+ * inherits either the whole map or none, never a pointer already freed
+ * (its imm_handle_close() frees what it inherited).  h->lock held.
+ */
+static void snapshot_drop(struct imm_handle *h)
+{
+	struct imm_extent_map old = h->snapshot;
+
+	h->snapshot = (struct imm_extent_map){ .alloc_only = old.alloc_only };
+	atomic_signal_fence(memory_order_seq_cst);
+	imm_extent_map_free(&old);
+}
+
+/*
+ * Registrations, then mappings: the NIC loses the memory before the CPU
+ * does.  Stops at an MR whose deregistration failed, since the NIC may
+ * still reach the pages, and nothing under it may go.  h->lock held.
+ */
+static int revoke_memory(struct imm_handle *h)
+{
+	int r = imm_verbs_teardown_all(h);
+
+	if (r == 0)
+		imm_map_teardown_all(h);
+	return r;
+}
+
+/*
  * The one safe order: registrations, then mappings, then the seal: the NIC
  * loses the memory before the CPU does, and both before the blocks can
- * move.  h->lock held.
+ * move.  A step that fails leaves the state as the kernel has it -- the
+ * seal kept, the handle SEALED or BREAKING -- so that a later release or
+ * close tries again.  h->lock held.
  */
 int imm_seal_teardown(struct imm_handle *h, int new_state)
 {
-	int r = 0;
+	int r;
 
-	imm_verbs_teardown_all(h);
-	imm_map_teardown_all(h);
-	if (is_sealed(h->state))
+	r = revoke_memory(h);
+	if (r == 0 && is_sealed(h->state))
 		r = imm_handle_backend(h)->unseal(h);
+	if (r < 0)
+		return r;
 	if (h->state == IMM_STATE_BREAKING)
 		imm_breaking_remove(h->ctx, h);
-	imm_extent_map_free(&h->snapshot);
+	snapshot_drop(h);
 	h->state = new_state;
-	return r;
+	return 0;
 }
 
 static int check_seal_args(struct imm_handle *h, uint32_t flags,
@@ -350,7 +381,7 @@ static int seal_commit(struct imm_handle *h, struct sealing *s, int r,
 			imm_handle_backend(h)->unseal(h);
 		return r;
 	}
-	imm_extent_map_free(&h->snapshot);
+	snapshot_drop(h);
 	imm_extent_map_shrink(&s->map);
 	h->snapshot = s->map;
 	s->map = (struct imm_extent_map){ 0 };
@@ -453,6 +484,11 @@ static struct imm_event *mismatch(struct imm_handle *h, uint64_t diff)
 	    (unsigned long long)diff);
 	if (h->state == IMM_STATE_SEALED)
 		h->state = IMM_STATE_DEFEATED;
+	/* the memory is no longer what was sealed: revoke it as a recall's
+	 * deadline would; the seal itself stays until imm_release() */
+	if (revoke_memory(h) < 0)
+		err(h->ctx, "a registration of the defeated seal could not be "
+			    "deregistered; imm_release() retries it");
 	if (h->mismatch_reported)
 		return NULL;
 	h->mismatch_reported = true;

@@ -30,6 +30,7 @@ struct imm_mr {
 	struct imm_mr *next;		/* m->mrs, under h->lock */
 	struct ibv_pd *pd;
 	struct ibv_mr *mr;		/* NULL once torn down */
+	bool dereg_failed;		/* mr still live: retried */
 	enum imm_mr_mode mode;
 	uint64_t offset;
 	uint64_t length;
@@ -375,16 +376,33 @@ static int reg_begin(struct imm_map *m, uint64_t offset, uint64_t length)
 	return 0;
 }
 
-static void mr_teardown(struct imm_mr *mr)
+/*
+ * Deregister, or say why not and keep the ibv_mr: the NIC still has the
+ * memory, so the MR stays on its list, and the next teardown, imm_unmap()
+ * or imm_dereg_mr() tries again.  h->lock held (or not yet linked).
+ */
+static int mr_teardown(struct imm_mr *mr)
 {
 	int r;
 
 	if (!mr->mr)
-		return;
+		return 0;
 	r = ibv_dereg_mr(mr->mr);
-	if (r)
-		warn(mr->m->h->ctx, "ibv_dereg_mr: %s", strerror(r));
+	if (r) {
+		r = r > 0 ? -r : -EIO;
+		err(mr->m->h->ctx, "ibv_dereg_mr of [%llu, +%llu), rkey 0x%x: "
+				   "%s; the NIC may still access the memory, so "
+				   "it stays registered and the seal held: "
+				   "retry imm_release(), imm_dereg_mr() or "
+				   "imm_handle_close()",
+		    (unsigned long long)mr->offset,
+		    (unsigned long long)mr->length, mr->rkey, strerror(-r));
+		mr->dereg_failed = true;
+		return r;
+	}
 	mr->mr = NULL;
+	mr->dereg_failed = false;
+	return 0;
 }
 
 /* h->lock held: link the MR unless the seal went while registering. */
@@ -476,20 +494,44 @@ IMM_EXPORT int imm_reg_mr(struct imm_map *m, struct ibv_pd *pd,
 	return 0;
 }
 
-void imm_verbs_teardown_all(struct imm_handle *h)
+/* h->lock held: deregister every MR of the handle's mappings; the first
+ * error if one could not be (it stays live, and is retried next time). */
+int imm_verbs_teardown_all(struct imm_handle *h)
 {
 	struct imm_map *m;
 	struct imm_mr *mr;
+	int r = 0, e;
 
 	for (m = h->maps; m; m = m->next)
-		for (mr = m->mrs; mr; mr = mr->next)
-			mr_teardown(mr);
+		for (mr = m->mrs; mr; mr = mr->next) {
+			e = mr_teardown(mr);
+			if (e < 0 && r == 0)
+				r = e;
+		}
+	return r;
+}
+
+/* h->lock held: retry the MRs of m whose deregistration failed before. */
+int imm_verbs_retry_map(struct imm_map *m)
+{
+	struct imm_mr *mr;
+	int r = 0, e;
+
+	for (mr = m->mrs; mr; mr = mr->next) {
+		if (!mr->dereg_failed)
+			continue;
+		e = mr_teardown(mr);
+		if (e < 0 && r == 0)
+			r = e;
+	}
+	return r;
 }
 
 IMM_EXPORT int imm_dereg_mr(struct imm_mr *mr)
 {
 	struct imm_handle *h;
 	struct imm_mr **pp;
+	int r;
 
 	if (!mr)
 		return -EINVAL;
@@ -497,14 +539,17 @@ IMM_EXPORT int imm_dereg_mr(struct imm_mr *mr)
 	if (imm_forked(h->ctx))
 		return imm_check_fork(h->ctx, "imm_dereg_mr");
 	pthread_mutex_lock(&h->lock);
-	for (pp = &mr->m->mrs; *pp && *pp != mr; pp = &(*pp)->next)
-		;
-	if (*pp)
-		*pp = mr->next;
-	mr_teardown(mr);
+	r = mr_teardown(mr);
+	if (r == 0) {
+		for (pp = &mr->m->mrs; *pp && *pp != mr; pp = &(*pp)->next)
+			;
+		if (*pp)
+			*pp = mr->next;
+	}
 	pthread_mutex_unlock(&h->lock);
-	free(mr);
-	return 0;
+	if (r == 0)
+		free(mr);
+	return r;
 }
 
 IMM_EXPORT struct ibv_mr *imm_mr_get_ibv_mr(const struct imm_mr *mr)

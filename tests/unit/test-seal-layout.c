@@ -336,6 +336,14 @@ static void seal_errors(void **state)
 	fk.fail_errno = EBUSY;
 	assert_int_equal(imm_release(h), -EBUSY);
 	assert_true(logged("outside the library"));
+	/* ... and so does the handle's state: the release can be retried */
+	assert_int_equal(imm_handle_get_state(h), IMM_STATE_SEALED);
+	assert_int_equal(fk.state[imm_handle_get_fd(h)], F_LAYOUT_SEAL_EXCL);
+	assert_int_equal(imm_seal(h, 0, FILE_SIZE, IMM_SEAL_EXCLUSIVE, NULL),
+			 -EBUSY);
+	assert_int_equal(imm_release(h), 0);
+	assert_int_equal(fk.state[imm_handle_get_fd(h)], F_LAYOUT_UNSEAL);
+	assert_int_equal(imm_handle_get_state(h), IMM_STATE_OPEN);
 	assert_int_equal(imm_handle_close(h), 0);
 	imm_ctx_unref(ctx);
 }
