@@ -262,7 +262,8 @@ struct imm_seal_backend {
 	bool prepare_first;
 	int (*probe)(struct imm_ctx *ctx);
 	/* 1: this backend can seal the handle's file, 0: not on its
-	 * filesystem (leases can), <0: error; NULL: always 1 */
+	 * filesystem (leases can), <0: error; NULL: always 1.  Must not
+	 * touch the fd's kernel state (seal, owner, signal): getters ask. */
 	int (*file_ok)(struct imm_handle *h);
 	/* the backend's own rules for this kind of seal on this handle,
 	 * checked before any work; 0 or a logged -errno */
