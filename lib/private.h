@@ -147,6 +147,9 @@ struct imm_handle {
 	bool sealing;			/* inside imm_seal() */
 	bool broken_while_sealing;	/* a break arrived during imm_seal() */
 	bool mismatch_reported;		/* one VERIFY_MISMATCH event per seal */
+	bool claimed;			/* seals its open file; under ctx->lock */
+	dev_t dev;			/* the file, while claimed */
+	ino_t ino;
 	struct imm_extent_map snapshot;
 	struct imm_map *maps;		/* under h->lock */
 
