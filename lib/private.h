@@ -51,15 +51,15 @@ struct imm_event {
 struct imm_seal_backend;
 struct ndctl_ctx;
 struct pmem2_map;
-struct pmem2_vm_reservation;
 
 /* A mapping of a sealed range (map.c).  Lives until imm_unmap(); torn down
- * (pm == NULL, the address range left reserved) with the seal. */
+ * (pm == NULL, the address range left reserved: PROT_NONE anonymous memory
+ * in place of the file, under libpmem2's object in dead) with the seal. */
 struct imm_map {
 	struct imm_handle *h;		/* holds a reference */
 	struct imm_map *next;		/* h->maps, under h->lock */
-	struct pmem2_vm_reservation *rsv;
-	struct pmem2_map *pm;
+	struct pmem2_map *pm;		/* live */
+	struct pmem2_map *dead;		/* torn down, range still reserved */
 	void *addr;
 	uint64_t offset;
 	uint64_t length;
