@@ -290,8 +290,7 @@ static void seal_kinds(void **state)
 	assert_int_equal(imm_handle_close(h), 0);
 	assert_int_equal(fk.last_arg, F_LAYOUT_UNSEAL);
 
-	/* exclusive needs a writable open: refused before the kernel is asked
-	 * (after the one-off trial that finds the filesystem takes seals) */
+	/* exclusive needs a writable open: refused before the kernel is asked */
 	h = open_handle(ctx, IMM_RDONLY);
 	assert_int_equal(imm_handle_get_backend(h), IMM_BACKEND_LAYOUT);
 	fk.setlayout_calls = 0;
