@@ -31,6 +31,7 @@ struct imm_mr {
 	struct ibv_pd *pd;
 	struct ibv_mr *mr;		/* NULL once torn down */
 	bool dereg_failed;		/* mr still live: retried */
+	bool orphan;			/* never handed out: freed once gone */
 	enum imm_mr_mode mode;
 	uint64_t offset;
 	uint64_t length;
@@ -405,17 +406,51 @@ static int mr_teardown(struct imm_mr *mr)
 	return 0;
 }
 
-/* h->lock held: link the MR unless the seal went while registering. */
-static int reg_commit(struct imm_mr *mr, uint64_t gen)
+/* h->lock held: link an MR, as an orphan that the next teardown or
+ * imm_unmap() retries and frees. */
+static void link_mr(struct imm_mr *mr)
+{
+	mr->next = mr->m->mrs;
+	mr->m->mrs = mr;
+}
+
+/* h->lock held: free the orphans of m whose deregistration has worked. */
+static void reap_orphans(struct imm_map *m)
+{
+	struct imm_mr **pp = &m->mrs;
+
+	while (*pp) {
+		struct imm_mr *mr = *pp;
+
+		if (mr->orphan && !mr->mr) {
+			*pp = mr->next;
+			free(mr);
+		} else {
+			pp = &mr->next;
+		}
+	}
+}
+
+/*
+ * h->lock held: link the MR unless the seal went while registering.  An
+ * MR that cannot be undone stays listed as an orphan (*ret_kept), so
+ * that the NIC's registration is not forgotten.
+ */
+static int reg_commit(struct imm_mr *mr, uint64_t gen, bool *ret_kept)
 {
 	struct imm_handle *h = mr->m->h;
 
+	*ret_kept = false;
 	if (gen != h->seal_gen || h->state != IMM_STATE_SEALED || !mr->m->pm) {
 		err(h->ctx, "imm_reg_mr: the seal was %s during the registration; "
 			    "it was undone: release and re-seal",
 		    h->state == IMM_STATE_BREAKING ? "recalled" :
 		    imm_state_name(h->state));
-		mr_teardown(mr);
+		if (mr_teardown(mr) < 0) {
+			mr->orphan = true;
+			link_mr(mr);
+			*ret_kept = true;
+		}
 		return h->state == IMM_STATE_CLOSED ? -EBADF : -ESTALE;
 	}
 	mr->next = mr->m->mrs;
@@ -444,6 +479,7 @@ IMM_EXPORT int imm_reg_mr(struct imm_map *m, struct ibv_pd *pd,
 	struct imm_handle *h;
 	struct imm_mr *mr;
 	uint64_t gen;
+	bool kept = false;
 	int r;
 
 	if (!m || !ret_mr)
@@ -479,11 +515,12 @@ IMM_EXPORT int imm_reg_mr(struct imm_map *m, struct ibv_pd *pd,
 	r = register_mr(h->ctx, mr, access, flags);
 	if (r == 0) {
 		pthread_mutex_lock(&h->lock);
-		r = reg_commit(mr, gen);
+		r = reg_commit(mr, gen, &kept);
 		pthread_mutex_unlock(&h->lock);
 	}
 	if (r < 0) {
-		free(mr);
+		if (!kept)
+			free(mr);
 		return r;
 	}
 	exclude_from_fork(h->ctx, mr);
@@ -502,12 +539,14 @@ int imm_verbs_teardown_all(struct imm_handle *h)
 	struct imm_mr *mr;
 	int r = 0, e;
 
-	for (m = h->maps; m; m = m->next)
+	for (m = h->maps; m; m = m->next) {
 		for (mr = m->mrs; mr; mr = mr->next) {
 			e = mr_teardown(mr);
 			if (e < 0 && r == 0)
 				r = e;
 		}
+		reap_orphans(m);
+	}
 	return r;
 }
 
@@ -524,6 +563,7 @@ int imm_verbs_retry_map(struct imm_map *m)
 		if (e < 0 && r == 0)
 			r = e;
 	}
+	reap_orphans(m);
 	return r;
 }
 

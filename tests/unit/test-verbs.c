@@ -37,6 +37,8 @@ static struct {
 	int fail_dereg;			/* the next n deregistrations fail */
 	struct imm_map *map;		/* the mapping being registered */
 	bool mapped_at_dereg;		/* the mapping was live at every dereg */
+	int live;			/* registered, not yet deregistered */
+	struct imm_handle *release_during_reg;	/* released inside ibv_reg_mr */
 } fv;
 
 static struct ibv_mr *fake_reg(struct ibv_pd *pd, void *addr, size_t length)
@@ -51,6 +53,11 @@ static struct ibv_mr *fake_reg(struct ibv_pd *pd, void *addr, size_t length)
 	mr->lkey = 0x100 + (uint32_t)fv.reg_calls;
 	mr->rkey = 0x200 + (uint32_t)fv.reg_calls;
 	fv.reg_calls++;
+	fv.live++;
+	/* the seal goes while the NIC registers, as a recall's revoke may */
+	if (fv.release_during_reg)
+		assert_int_equal(imm_release(fv.release_during_reg), 0);
+	fv.release_during_reg = NULL;
 	return mr;
 }
 
@@ -84,6 +91,7 @@ int __wrap_ibv_dereg_mr(struct ibv_mr *mr)
 		fv.fail_dereg--;
 		return EBUSY;	/* libibverbs returns the errno */
 	}
+	fv.live--;
 	free(mr);
 	return 0;
 }
@@ -230,6 +238,37 @@ static void failed_dereg_at_close(void **state)
 	rig_down(&r);
 }
 
+/*
+ * The seal went during the registration, and the registration cannot be
+ * undone: the MR, which the caller never got, must not be forgotten while
+ * the NIC has it; imm_unmap() retries it, and frees it once it is gone.
+ */
+static void failed_undo_of_late_registration(void **state)
+{
+	struct imm_mr *late = NULL;
+	struct rig r;
+
+	(void)state;
+	rig_up(&r, "late");
+	assert_int_equal(imm_dereg_mr(r.mr), 0);
+	r.mr = NULL;
+	assert_int_equal(fv.live, 0);
+	fv.release_during_reg = r.h;
+	fv.fail_dereg = 1;
+	assert_int_equal(imm_reg_mr(r.m, &fake_pd, 0, FILE_SIZE,
+				    IBV_ACCESS_LOCAL_WRITE, IMM_MR_PINNED,
+				    &late), -ESTALE);
+	assert_null(late);
+	assert_int_equal(fv.dereg_calls, 2);
+	assert_int_equal(fv.live, 1);		/* still in the NIC */
+	assert_int_equal(imm_unmap(r.m), 0);	/* retried, gone, freed */
+	assert_int_equal(fv.dereg_calls, 3);
+	assert_int_equal(fv.live, 0);
+	assert_int_equal(imm_handle_close(r.h), 0);
+	close(r.app_fd);
+	imm_ctx_unref(r.ctx);
+}
+
 /* The map changed under the seal: MRs go first, then the mapping. */
 static void defeated_revokes(void **state)
 {
@@ -260,6 +299,7 @@ int main(void)
 		cmocka_unit_test(failed_dereg_mr_keeps_mr),
 		cmocka_unit_test(failed_dereg_at_close),
 		cmocka_unit_test(defeated_revokes),
+		cmocka_unit_test(failed_undo_of_late_registration),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
