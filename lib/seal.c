@@ -104,13 +104,12 @@ static int description_claim(struct imm_handle *h, const struct stat *st)
 			r = 1;
 		}
 		if (r == 1) {
-			char who[64];
+			char who[96];
 
 			snprintf(who, sizeof(who), "the handle on fd %d of this "
 				 "context, which is %s", o->fd,
 				 o->sealing ? "being sealed" :
 				 imm_state_name(o->state));
-			r = -EBUSY;
 			pthread_mutex_unlock(&ctx->lock);
 			return shared_description(h, who);
 		}
