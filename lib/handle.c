@@ -82,15 +82,6 @@ fail:
 	return r;
 }
 
-static int same_file(int a, int b)
-{
-	struct stat sa, sb;
-
-	if (fstat(a, &sa) < 0 || fstat(b, &sb) < 0)
-		return -errno;
-	return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
-
 static int open_error(struct imm_ctx *ctx, const char *path, int e)
 {
 	switch (e) {
@@ -110,6 +101,24 @@ static int open_error(struct imm_ctx *ctx, const char *path, int e)
 		err(ctx, "cannot open %s: %s", path, strerror(e));
 	}
 	return -e;
+}
+
+/*
+ * Open for real the very file that was checked, through its O_PATH
+ * descriptor: opening the path a second time would open whatever the path
+ * names by then (a FIFO or a device renamed into place meanwhile).
+ * O_NONBLOCK: if another process holds a lease, fail at once with
+ * EWOULDBLOCK instead of sleeping up to lease-break-time here.
+ */
+static int reopen_checked(int pfd, bool writable)
+{
+	char proc[64];
+	int fd;
+
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pfd);
+	fd = open(proc, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOCTTY |
+			O_NONBLOCK);
+	return fd < 0 ? -errno : fd;
 }
 
 IMM_EXPORT int imm_handle_open(struct imm_ctx *ctx, const char *path,
@@ -140,23 +149,10 @@ IMM_EXPORT int imm_handle_open(struct imm_ctx *ctx, const char *path,
 		close(pfd);
 		return r;
 	}
-	/*
-	 * O_NONBLOCK: if another process holds a lease, fail at once with
-	 * EWOULDBLOCK instead of sleeping up to lease-break-time here.
-	 */
-	fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOCTTY |
-				O_NONBLOCK);
-	if (fd < 0) {
-		close(pfd);
-		return open_error(ctx, path, errno);
-	}
-	r = same_file(pfd, fd);
+	fd = reopen_checked(pfd, writable);
 	close(pfd);
-	if (r <= 0) {
-		close(fd);
-		err(ctx, "%s was replaced while it was being opened; retry", path);
-		return r < 0 ? r : -ESTALE;
-	}
+	if (fd < 0)
+		return open_error(ctx, path, -fd);
 	if (fcntl(fd, F_SETFL, 0) < 0) {
 		r = -errno;
 		close(fd);
@@ -235,8 +231,16 @@ IMM_EXPORT int imm_handle_close(struct imm_handle *h)
 				 "another thread; close after it returns");
 		return h->sealing ? -EBUSY : -EBADF;
 	}
+	/* A teardown that failed left the seal and its state as they are in
+	 * the kernel: so does the close, which the caller may retry. */
 	if (h->state != IMM_STATE_OPEN)
 		r = imm_seal_teardown(h, IMM_STATE_CLOSED);
+	if (r < 0) {
+		pthread_mutex_unlock(&h->lock);
+		err(ctx, "imm_handle_close: the handle stays %s; fix the cause "
+			 "above and close it again", imm_state_name(h->state));
+		return r;
+	}
 	h->state = IMM_STATE_CLOSED;
 	imm_ctx_untrack(ctx, h);
 	close(h->fd);

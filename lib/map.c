@@ -7,10 +7,12 @@
  * drain functions; this file adds the policy (what the caller accepts),
  * the seal (a mapping lives inside one, and dies with it) and populate.
  *
- * Each mapping sits in a libpmem2 virtual-memory reservation of its own.
- * When the seal goes, the file mapping is removed but the reservation
- * stays until imm_unmap(): a stale pointer then faults on PROT_NONE memory
- * instead of writing into whatever the kernel mapped at that address next.
+ * When the seal goes, the file mapping is replaced in place by an
+ * inaccessible anonymous one, which keeps the address range until
+ * imm_unmap(): a stale pointer then faults on PROT_NONE memory instead of
+ * writing into whatever the kernel mapped at that address next.  No
+ * libpmem2 vm reservation: 1.12.1's reserves ALIGN_UP(len, 2 MiB) + 2 MiB
+ * and gives back len when deleted, leaking address space on every cycle.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -213,7 +215,7 @@ static void *config_new(struct imm_handle *h, uint64_t offset,
 	return cfg;
 }
 
-/* Map fd's [offset, +length) into m's own reservation. */
+/* Map fd's [offset, +length); libpmem2 picks the (aligned) address. */
 static int map_create(struct imm_handle *h, int fd, struct imm_map *m)
 {
 	struct pmem2_source *src = NULL;
@@ -227,12 +229,6 @@ static int map_create(struct imm_handle *h, int fd, struct imm_map *m)
 	if (r == 0)
 		cfg = config_new(h, m->offset, m->length, m->flags, &r);
 	if (cfg) {
-		r = pmem2_vm_reservation_new(&m->rsv, NULL, m->length);
-		if (r < 0)
-			r = pmem2_fail(h, "pmem2_vm_reservation_new", r);
-	}
-	if (m->rsv) {
-		pmem2_config_set_vm_reservation(cfg, m->rsv, 0);
 		r = pmem2_map_new(&m->pm, cfg, src);
 		if (r == PMEM2_E_GRANULARITY_NOT_SUPPORTED) {
 			explain_no_sync(h, fd);
@@ -285,20 +281,39 @@ static int populate(struct imm_handle *h, struct imm_map *m)
 	return 0;
 }
 
+/*
+ * Tear a live mapping down while the application may still hold its
+ * address: one MAP_FIXED mmap swaps the file pages for inaccessible
+ * anonymous memory atomically, so no other mapping can land in the range
+ * before imm_unmap() frees it.  libpmem2 keeps its map object (the range)
+ * meanwhile.  If the kernel will not, unmap for real and say so.
+ */
 static void map_delete(struct imm_map *m)
 {
-	if (m->pm && pmem2_map_delete(&m->pm) < 0)
-		warn(m->h->ctx, "pmem2_map_delete: %s", pmem2_errormsg());
+	if (!m->pm)
+		return;
+	if (mmap(m->addr, m->length, PROT_NONE, MAP_FIXED | MAP_PRIVATE |
+		 MAP_ANONYMOUS | MAP_NORESERVE, -1, 0) == MAP_FAILED) {
+		warn(m->h->ctx, "keeping the address range of a torn-down "
+				"mapping reserved: mmap: %s; it is unmapped, and "
+				"a stale pointer to it may reach other memory",
+		     strerror(errno));
+		if (pmem2_map_delete(&m->pm) < 0)
+			warn(m->h->ctx, "pmem2_map_delete: %s", pmem2_errormsg());
+	} else {
+		m->dead = m->pm;
+	}
 	m->pm = NULL;
 	m->addr = NULL;
 }
 
+/* Unmap what is left, live or torn down, and free m. */
 static void map_free(struct imm_map *m)
 {
-	map_delete(m);
-	if (m->rsv && pmem2_vm_reservation_delete(&m->rsv) < 0)
-		warn(m->h->ctx, "pmem2_vm_reservation_delete: %s",
-		     pmem2_errormsg());
+	struct pmem2_map **pm = m->pm ? &m->pm : &m->dead;
+
+	if (*pm && pmem2_map_delete(pm) < 0)
+		warn(m->h->ctx, "pmem2_map_delete: %s", pmem2_errormsg());
 	imm_handle_unref(m->h);
 	free(m);
 }
@@ -391,6 +406,7 @@ IMM_EXPORT int imm_unmap(struct imm_map *m)
 	if (imm_forked(h->ctx))
 		return imm_check_fork(h->ctx, "imm_unmap");
 	pthread_mutex_lock(&h->lock);
+	imm_verbs_retry_map(m);
 	if (m->mrs) {
 		pthread_mutex_unlock(&h->lock);
 		err(h->ctx, "imm_unmap: the mapping still has verbs registrations; "
@@ -401,9 +417,8 @@ IMM_EXPORT int imm_unmap(struct imm_map *m)
 		;
 	if (*pp)
 		*pp = m->next;
-	map_delete(m);
 	pthread_mutex_unlock(&h->lock);
-	map_free(m);
+	map_free(m);	/* unlinked: no teardown reaches it now */
 	return 0;
 }
 

@@ -237,7 +237,13 @@ static void revoke_due(struct imm_ctx *ctx)
 		if (h->state == IMM_STATE_BREAKING) {
 			uint64_t deadline = h->deadline_ns;
 
-			imm_seal_teardown(h, IMM_STATE_REVOKED);
+			if (imm_seal_teardown(h, IMM_STATE_REVOKED) < 0) {
+				/* still BREAKING, as in the kernel */
+				err(ctx, "could not revoke a recalled seal; "
+					 "imm_release() retries it");
+				goto next;
+			}
+
 			ev = imm_event_new(IMM_EVENT_REVOKED, h);
 			if (ev)
 				ev->deadline_ns = deadline;
@@ -246,6 +252,7 @@ static void revoke_due(struct imm_ctx *ctx)
 			     (unsigned long long)((deadline - imm_now_ns()) /
 						  NSEC_PER_MSEC));
 		}
+next:
 		pthread_mutex_unlock(&h->lock);
 		if (ev)
 			imm_event_deliver(ctx, ev);

@@ -51,15 +51,15 @@ struct imm_event {
 struct imm_seal_backend;
 struct ndctl_ctx;
 struct pmem2_map;
-struct pmem2_vm_reservation;
 
 /* A mapping of a sealed range (map.c).  Lives until imm_unmap(); torn down
- * (pm == NULL, the address range left reserved) with the seal. */
+ * (pm == NULL, the address range left reserved: PROT_NONE anonymous memory
+ * in place of the file, under libpmem2's object in dead) with the seal. */
 struct imm_map {
 	struct imm_handle *h;		/* holds a reference */
 	struct imm_map *next;		/* h->maps, under h->lock */
-	struct pmem2_vm_reservation *rsv;
-	struct pmem2_map *pm;
+	struct pmem2_map *pm;		/* live */
+	struct pmem2_map *dead;		/* torn down, range still reserved */
 	void *addr;
 	uint64_t offset;
 	uint64_t length;
@@ -147,6 +147,9 @@ struct imm_handle {
 	bool sealing;			/* inside imm_seal() */
 	bool broken_while_sealing;	/* a break arrived during imm_seal() */
 	bool mismatch_reported;		/* one VERIFY_MISMATCH event per seal */
+	bool claimed;			/* seals its open file; under ctx->lock */
+	dev_t dev;			/* the file, while claimed */
+	ino_t ino;
 	struct imm_extent_map snapshot;
 	struct imm_map *maps;		/* under h->lock */
 
@@ -225,8 +228,11 @@ bool imm_extent_map_final(const struct imm_extent_map *map, uint64_t start,
 /* prepare.c */
 int imm_prepare(struct imm_handle *h, int fd, uint64_t start, uint64_t end);
 
-/* verbs.c: h->lock held; deregisters every MR of the handle's mappings */
-void imm_verbs_teardown_all(struct imm_handle *h);
+/* verbs.c: h->lock held; deregisters every MR of the handle's mappings.
+ * An MR whose deregistration fails stays live and listed: -errno, and
+ * the next teardown (or imm_verbs_retry_map() of its mapping) retries. */
+int imm_verbs_teardown_all(struct imm_handle *h);
+int imm_verbs_retry_map(struct imm_map *m);
 
 /* map.c: h->lock held; unmaps every mapping, keeps the address ranges */
 void imm_map_teardown_all(struct imm_handle *h);
@@ -259,7 +265,8 @@ struct imm_seal_backend {
 	bool prepare_first;
 	int (*probe)(struct imm_ctx *ctx);
 	/* 1: this backend can seal the handle's file, 0: not on its
-	 * filesystem (leases can), <0: error; NULL: always 1 */
+	 * filesystem (leases can), <0: error; NULL: always 1.  Must not
+	 * touch the fd's kernel state (seal, owner, signal): getters ask. */
 	int (*file_ok)(struct imm_handle *h);
 	/* the backend's own rules for this kind of seal on this handle,
 	 * checked before any work; 0 or a logged -errno */

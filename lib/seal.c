@@ -17,7 +17,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+#include <linux/kcmp.h>
+
+#include "layout-uapi.h"
 
 #include "private.h"
 
@@ -28,23 +32,153 @@ static bool is_sealed(int state)
 }
 
 /*
+ * One open file description holds one lease (or layout seal) and one
+ * signal owner, whoever asks for it: two handles on it (imm_handle_from_fd
+ * of one fd or of its dups, in one context or two) would silently share
+ * one seal -- only one hears the recall, and either's release drops both.
+ */
+static int shared_description(struct imm_handle *h, const char *holder)
+{
+	err(h->ctx, "imm_seal: fd %d shares its open file description with %s; "
+		    "one open file holds one seal, so the two would share it "
+		    "(one recall, one release for both). Seal one handle per "
+		    "open file: open the file anew with imm_handle_open(), or "
+		    "release the other first", h->fd, holder);
+	return -EBUSY;
+}
+
+/* Does the kernel see a seal on h's open file that h did not take? */
+static int description_sealed(struct imm_handle *h)
+{
+	int t = fcntl(h->fd, F_GETLEASE);
+
+	if (t >= 0 && t != F_UNLCK)
+		return shared_description(h, "a lease holder (another handle, "
+					  "in this context or another, or the "
+					  "application itself)");
+	if (imm_handle_backend(h)->id == IMM_BACKEND_LAYOUT) {
+		t = fcntl(h->fd, F_GETLAYOUT);
+		if (t > 0)
+			return shared_description(h, "a layout seal holder "
+						  "(another handle, in this "
+						  "context or another, or the "
+						  "application itself)");
+	}
+	return 0;
+}
+
+/* 1: a and b are one open file description, 0: not, <0: cannot tell. */
+static int same_description(int a, int b)
+{
+	pid_t pid = getpid();
+	long r = syscall(SYS_kcmp, pid, pid, KCMP_FILE, a, b);
+
+	return r < 0 ? -errno : r == 0;
+}
+
+/*
+ * h->lock held: claim h's open file for h's seal, or refuse if another
+ * handle of the context claimed it -- sealed, being sealed or being
+ * recalled, when the kernel's F_GETLEASE may not show it.  Under ctx->lock,
+ * so two threads cannot both claim one open file.
+ */
+static int description_claim(struct imm_handle *h, const struct stat *st)
+{
+	struct imm_ctx *ctx = h->ctx;
+	int r = 0;
+
+	pthread_mutex_lock(&ctx->lock);
+	for (size_t i = 0; r == 0 && i < ctx->by_fd_len; i++) {
+		struct imm_handle *o = ctx->by_fd[i];
+
+		if (!o || o == h || !o->claimed || o->dev != st->st_dev ||
+		    o->ino != st->st_ino)
+			continue;
+		r = same_description(h->fd, o->fd);
+		if (r < 0) {
+			/* no kcmp (CONFIG_CHECKPOINT_RESTORE): assume the
+			 * worst rather than share a seal unknowingly */
+			info(ctx, "kcmp: %s; fd %d and fd %d are the same file, "
+				  "taken for one open file", strerror(-r), h->fd,
+			     o->fd);
+			r = 1;
+		}
+		if (r == 1) {
+			char who[96];
+
+			snprintf(who, sizeof(who), "the handle on fd %d of this "
+				 "context, which is %s", o->fd,
+				 o->sealing ? "being sealed" :
+				 imm_state_name(o->state));
+			pthread_mutex_unlock(&ctx->lock);
+			return shared_description(h, who);
+		}
+	}
+	h->claimed = true;
+	h->dev = st->st_dev;
+	h->ino = st->st_ino;
+	pthread_mutex_unlock(&ctx->lock);
+	return 0;
+}
+
+/* h->lock held: h's seal is gone; its open file may be sealed again. */
+static void description_unclaim(struct imm_handle *h)
+{
+	pthread_mutex_lock(&h->ctx->lock);
+	h->claimed = false;
+	pthread_mutex_unlock(&h->ctx->lock);
+}
+
+/*
+ * Detach the snapshot before freeing it: a child forked while this runs
+ * inherits either the whole map or none, never a pointer already freed
+ * (its imm_handle_close() frees what it inherited).  h->lock held.
+ */
+static void snapshot_drop(struct imm_handle *h)
+{
+	struct imm_extent_map old = h->snapshot;
+
+	h->snapshot = (struct imm_extent_map){ .alloc_only = old.alloc_only };
+	atomic_signal_fence(memory_order_seq_cst);
+	imm_extent_map_free(&old);
+}
+
+/*
+ * Registrations, then mappings: the NIC loses the memory before the CPU
+ * does.  Stops at an MR whose deregistration failed, since the NIC may
+ * still reach the pages, and nothing under it may go.  h->lock held.
+ */
+static int revoke_memory(struct imm_handle *h)
+{
+	int r = imm_verbs_teardown_all(h);
+
+	if (r == 0)
+		imm_map_teardown_all(h);
+	return r;
+}
+
+/*
  * The one safe order: registrations, then mappings, then the seal: the NIC
  * loses the memory before the CPU does, and both before the blocks can
- * move.  h->lock held.
+ * move.  A step that fails leaves the state as the kernel has it -- the
+ * seal kept, the handle SEALED or BREAKING -- so that a later release or
+ * close tries again.  h->lock held.
  */
 int imm_seal_teardown(struct imm_handle *h, int new_state)
 {
-	int r = 0;
+	int r;
 
-	imm_verbs_teardown_all(h);
-	imm_map_teardown_all(h);
-	if (is_sealed(h->state))
+	r = revoke_memory(h);
+	if (r == 0 && is_sealed(h->state))
 		r = imm_handle_backend(h)->unseal(h);
+	if (r < 0)
+		return r;
 	if (h->state == IMM_STATE_BREAKING)
 		imm_breaking_remove(h->ctx, h);
-	imm_extent_map_free(&h->snapshot);
+	snapshot_drop(h);
 	h->state = new_state;
-	return r;
+	description_unclaim(h);
+	return 0;
 }
 
 static int check_seal_args(struct imm_handle *h, uint32_t flags,
@@ -321,6 +455,10 @@ static int seal_begin(struct imm_handle *h, uint64_t offset, uint64_t length,
 		return -e;
 	}
 	r = backend_check(h, s->flags);
+	if (r == 0)
+		r = description_sealed(h);
+	if (r == 0)
+		r = description_claim(h, &st);
 	if (r < 0)
 		return r;
 	imm_range_align(offset, length, h->block_size, &s->start, &s->end);
@@ -348,9 +486,10 @@ static int seal_commit(struct imm_handle *h, struct sealing *s, int r,
 	if (r < 0) {
 		if (s->leased)
 			imm_handle_backend(h)->unseal(h);
+		description_unclaim(h);
 		return r;
 	}
-	imm_extent_map_free(&h->snapshot);
+	snapshot_drop(h);
 	imm_extent_map_shrink(&s->map);
 	h->snapshot = s->map;
 	s->map = (struct imm_extent_map){ 0 };
@@ -453,6 +592,11 @@ static struct imm_event *mismatch(struct imm_handle *h, uint64_t diff)
 	    (unsigned long long)diff);
 	if (h->state == IMM_STATE_SEALED)
 		h->state = IMM_STATE_DEFEATED;
+	/* the memory is no longer what was sealed: revoke it as a recall's
+	 * deadline would; the seal itself stays until imm_release() */
+	if (revoke_memory(h) < 0)
+		err(h->ctx, "a registration of the defeated seal could not be "
+			    "deregistered; imm_release() retries it");
 	if (h->mismatch_reported)
 		return NULL;
 	h->mismatch_reported = true;

@@ -30,6 +30,8 @@ struct imm_mr {
 	struct imm_mr *next;		/* m->mrs, under h->lock */
 	struct ibv_pd *pd;
 	struct ibv_mr *mr;		/* NULL once torn down */
+	bool dereg_failed;		/* mr still live: retried */
+	bool orphan;			/* never handed out: freed once gone */
 	enum imm_mr_mode mode;
 	uint64_t offset;
 	uint64_t length;
@@ -375,29 +377,80 @@ static int reg_begin(struct imm_map *m, uint64_t offset, uint64_t length)
 	return 0;
 }
 
-static void mr_teardown(struct imm_mr *mr)
+/*
+ * Deregister, or say why not and keep the ibv_mr: the NIC still has the
+ * memory, so the MR stays on its list, and the next teardown, imm_unmap()
+ * or imm_dereg_mr() tries again.  h->lock held (or not yet linked).
+ */
+static int mr_teardown(struct imm_mr *mr)
 {
 	int r;
 
 	if (!mr->mr)
-		return;
+		return 0;
 	r = ibv_dereg_mr(mr->mr);
-	if (r)
-		warn(mr->m->h->ctx, "ibv_dereg_mr: %s", strerror(r));
+	if (r) {
+		r = r > 0 ? -r : -EIO;
+		err(mr->m->h->ctx, "ibv_dereg_mr of [%llu, +%llu), rkey 0x%x: "
+				   "%s; the NIC may still access the memory, so "
+				   "it stays registered and the seal held: "
+				   "retry imm_release(), imm_dereg_mr() or "
+				   "imm_handle_close()",
+		    (unsigned long long)mr->offset,
+		    (unsigned long long)mr->length, mr->rkey, strerror(-r));
+		mr->dereg_failed = true;
+		return r;
+	}
 	mr->mr = NULL;
+	mr->dereg_failed = false;
+	return 0;
 }
 
-/* h->lock held: link the MR unless the seal went while registering. */
-static int reg_commit(struct imm_mr *mr, uint64_t gen)
+/* h->lock held: link an MR, as an orphan that the next teardown or
+ * imm_unmap() retries and frees. */
+static void link_mr(struct imm_mr *mr)
+{
+	mr->next = mr->m->mrs;
+	mr->m->mrs = mr;
+}
+
+/* h->lock held: free the orphans of m whose deregistration has worked. */
+static void reap_orphans(struct imm_map *m)
+{
+	struct imm_mr **pp = &m->mrs;
+
+	while (*pp) {
+		struct imm_mr *mr = *pp;
+
+		if (mr->orphan && !mr->mr) {
+			*pp = mr->next;
+			free(mr);
+		} else {
+			pp = &mr->next;
+		}
+	}
+}
+
+/*
+ * h->lock held: link the MR unless the seal went while registering.  An
+ * MR that cannot be undone stays listed as an orphan (*ret_kept), so
+ * that the NIC's registration is not forgotten.
+ */
+static int reg_commit(struct imm_mr *mr, uint64_t gen, bool *ret_kept)
 {
 	struct imm_handle *h = mr->m->h;
 
+	*ret_kept = false;
 	if (gen != h->seal_gen || h->state != IMM_STATE_SEALED || !mr->m->pm) {
 		err(h->ctx, "imm_reg_mr: the seal was %s during the registration; "
 			    "it was undone: release and re-seal",
 		    h->state == IMM_STATE_BREAKING ? "recalled" :
 		    imm_state_name(h->state));
-		mr_teardown(mr);
+		if (mr_teardown(mr) < 0) {
+			mr->orphan = true;
+			link_mr(mr);
+			*ret_kept = true;
+		}
 		return h->state == IMM_STATE_CLOSED ? -EBADF : -ESTALE;
 	}
 	mr->next = mr->m->mrs;
@@ -426,6 +479,7 @@ IMM_EXPORT int imm_reg_mr(struct imm_map *m, struct ibv_pd *pd,
 	struct imm_handle *h;
 	struct imm_mr *mr;
 	uint64_t gen;
+	bool kept = false;
 	int r;
 
 	if (!m || !ret_mr)
@@ -461,11 +515,12 @@ IMM_EXPORT int imm_reg_mr(struct imm_map *m, struct ibv_pd *pd,
 	r = register_mr(h->ctx, mr, access, flags);
 	if (r == 0) {
 		pthread_mutex_lock(&h->lock);
-		r = reg_commit(mr, gen);
+		r = reg_commit(mr, gen, &kept);
 		pthread_mutex_unlock(&h->lock);
 	}
 	if (r < 0) {
-		free(mr);
+		if (!kept)
+			free(mr);
 		return r;
 	}
 	exclude_from_fork(h->ctx, mr);
@@ -476,20 +531,47 @@ IMM_EXPORT int imm_reg_mr(struct imm_map *m, struct ibv_pd *pd,
 	return 0;
 }
 
-void imm_verbs_teardown_all(struct imm_handle *h)
+/* h->lock held: deregister every MR of the handle's mappings; the first
+ * error if one could not be (it stays live, and is retried next time). */
+int imm_verbs_teardown_all(struct imm_handle *h)
 {
 	struct imm_map *m;
 	struct imm_mr *mr;
+	int r = 0, e;
 
-	for (m = h->maps; m; m = m->next)
-		for (mr = m->mrs; mr; mr = mr->next)
-			mr_teardown(mr);
+	for (m = h->maps; m; m = m->next) {
+		for (mr = m->mrs; mr; mr = mr->next) {
+			e = mr_teardown(mr);
+			if (e < 0 && r == 0)
+				r = e;
+		}
+		reap_orphans(m);
+	}
+	return r;
+}
+
+/* h->lock held: retry the MRs of m whose deregistration failed before. */
+int imm_verbs_retry_map(struct imm_map *m)
+{
+	struct imm_mr *mr;
+	int r = 0, e;
+
+	for (mr = m->mrs; mr; mr = mr->next) {
+		if (!mr->dereg_failed)
+			continue;
+		e = mr_teardown(mr);
+		if (e < 0 && r == 0)
+			r = e;
+	}
+	reap_orphans(m);
+	return r;
 }
 
 IMM_EXPORT int imm_dereg_mr(struct imm_mr *mr)
 {
 	struct imm_handle *h;
 	struct imm_mr **pp;
+	int r;
 
 	if (!mr)
 		return -EINVAL;
@@ -497,14 +579,17 @@ IMM_EXPORT int imm_dereg_mr(struct imm_mr *mr)
 	if (imm_forked(h->ctx))
 		return imm_check_fork(h->ctx, "imm_dereg_mr");
 	pthread_mutex_lock(&h->lock);
-	for (pp = &mr->m->mrs; *pp && *pp != mr; pp = &(*pp)->next)
-		;
-	if (*pp)
-		*pp = mr->next;
-	mr_teardown(mr);
+	r = mr_teardown(mr);
+	if (r == 0) {
+		for (pp = &mr->m->mrs; *pp && *pp != mr; pp = &(*pp)->next)
+			;
+		if (*pp)
+			*pp = mr->next;
+	}
 	pthread_mutex_unlock(&h->lock);
-	free(mr);
-	return 0;
+	if (r == 0)
+		free(mr);
+	return r;
 }
 
 IMM_EXPORT struct ibv_mr *imm_mr_get_ibv_mr(const struct imm_mr *mr)

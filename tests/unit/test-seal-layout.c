@@ -290,8 +290,7 @@ static void seal_kinds(void **state)
 	assert_int_equal(imm_handle_close(h), 0);
 	assert_int_equal(fk.last_arg, F_LAYOUT_UNSEAL);
 
-	/* exclusive needs a writable open: refused before the kernel is asked
-	 * (after the one-off trial that finds the filesystem takes seals) */
+	/* exclusive needs a writable open: refused before the kernel is asked */
 	h = open_handle(ctx, IMM_RDONLY);
 	assert_int_equal(imm_handle_get_backend(h), IMM_BACKEND_LAYOUT);
 	fk.setlayout_calls = 0;
@@ -336,6 +335,14 @@ static void seal_errors(void **state)
 	fk.fail_errno = EBUSY;
 	assert_int_equal(imm_release(h), -EBUSY);
 	assert_true(logged("outside the library"));
+	/* ... and so does the handle's state: the release can be retried */
+	assert_int_equal(imm_handle_get_state(h), IMM_STATE_SEALED);
+	assert_int_equal(fk.state[imm_handle_get_fd(h)], F_LAYOUT_SEAL_EXCL);
+	assert_int_equal(imm_seal(h, 0, FILE_SIZE, IMM_SEAL_EXCLUSIVE, NULL),
+			 -EBUSY);
+	assert_int_equal(imm_release(h), 0);
+	assert_int_equal(fk.state[imm_handle_get_fd(h)], F_LAYOUT_UNSEAL);
+	assert_int_equal(imm_handle_get_state(h), IMM_STATE_OPEN);
 	assert_int_equal(imm_handle_close(h), 0);
 	imm_ctx_unref(ctx);
 }
@@ -426,13 +433,30 @@ static void signals(void **state)
 	imm_ctx_unref(ctx);
 }
 
+/* A fully written file on tmpfs, a filesystem without layout seals. */
+static void tmpfs_file(char *path, size_t size)
+{
+	char buf[4096];
+	int fd;
+
+	snprintf(path, size, "/dev/shm/imm-layout-%d", (int)getpid());
+	fd = open(path, O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0644);
+	assert_true(fd >= 0);
+	memset(buf, 'x', sizeof(buf));
+	for (int off = 0; off < FILE_SIZE; off += (int)sizeof(buf))
+		assert_int_equal(pwrite(fd, buf, sizeof(buf), off),
+				 (ssize_t)sizeof(buf));
+	close(fd);
+}
+
 /*
- * A filesystem without layout seals: the handle finds out with a trial
- * seal, once, and is sealed with a lease instead -- unless layout was
- * forced, which then says why it cannot seal.
+ * A filesystem without layout seals (tmpfs: the kernel patch gives them
+ * to xfs and ext4 only): the handle is sealed with a lease instead --
+ * unless layout was forced, which then says why it cannot seal.
  */
 static void lease_fallback(void **state)
 {
+	char shm[64];
 	struct imm_handle *h;
 	struct imm_ctx *ctx;
 	int calls;
@@ -440,9 +464,10 @@ static void lease_fallback(void **state)
 	(void)state;
 	fake_kernel(true, "1");
 	fk.fs_has_seals = false;
+	tmpfs_file(shm, sizeof(shm));
 	ctx = ctx_new();
 	assert_int_equal(imm_ctx_get_backend(ctx), IMM_BACKEND_LAYOUT);
-	h = open_handle(ctx, IMM_RDWR);
+	assert_int_equal(imm_handle_open(ctx, shm, IMM_RDWR, &h), 0);
 	assert_int_equal(imm_handle_get_backend(h), IMM_BACKEND_LEASE);
 	assert_true(logged("sealing it with a lease"));
 	calls = fk.setlayout_calls;
@@ -460,12 +485,52 @@ static void lease_fallback(void **state)
 	setenv("LIBIMMUTABLE_BACKEND", "layout", 1);
 	ctx = ctx_new();
 	unsetenv("LIBIMMUTABLE_BACKEND");
-	h = open_handle(ctx, IMM_RDWR);
+	assert_int_equal(imm_handle_open(ctx, shm, IMM_RDWR, &h), 0);
 	assert_int_equal(imm_handle_get_backend(h), IMM_BACKEND_LAYOUT);
 	assert_int_equal(imm_seal(h, 0, FILE_SIZE, IMM_SEAL_EXCLUSIVE, NULL),
 			 -EOPNOTSUPP);
 	assert_true(logged("LIBIMMUTABLE_BACKEND"));
 	assert_int_equal(imm_handle_close(h), 0);
+	imm_ctx_unref(ctx);
+	unlink(shm);
+}
+
+/*
+ * imm_handle_get_backend() is a getter: on an fd whose open file the
+ * application has aimed at itself and leased, it changes neither the
+ * owner, nor the signal, nor the lease, and asks the kernel for no seal.
+ */
+static void get_backend_has_no_side_effects(void **state)
+{
+	struct f_owner_ex own = { F_OWNER_PID, getpid() }, now;
+	struct imm_handle *h;
+	struct imm_ctx *ctx;
+	int fd, calls;
+
+	(void)state;
+	fake_kernel(true, "1");
+	ctx = ctx_new();
+	fd = open(file_path, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(fcntl(fd, F_SETOWN_EX, &own), 0);
+	assert_int_equal(fcntl(fd, F_SETSIG, SIGURG), 0);
+	assert_int_equal(fcntl(fd, F_SETLEASE, F_RDLCK), 0);
+	assert_int_equal(imm_handle_from_fd(ctx, fd, 0, &h), 0);
+	calls = fk.setlayout_calls;
+
+	assert_int_equal(imm_handle_get_backend(h), IMM_BACKEND_LAYOUT);
+	assert_int_equal(imm_handle_get_backend(h), IMM_BACKEND_LAYOUT);
+	assert_int_equal(fk.setlayout_calls, calls);
+	assert_int_equal(fcntl(fd, F_GETOWN_EX, &now), 0);
+	assert_int_equal(now.type, F_OWNER_PID);
+	assert_int_equal(now.pid, getpid());
+	assert_int_equal(fcntl(fd, F_GETSIG), SIGURG);
+	assert_int_equal(fcntl(fd, F_GETLEASE), F_RDLCK);
+
+	assert_int_equal(imm_handle_close(h), 0);
+	assert_int_equal(fcntl(fd, F_GETLEASE), F_RDLCK);
+	assert_int_equal(fcntl(fd, F_SETLEASE, F_UNLCK), 0);
+	close(fd);
 	imm_ctx_unref(ctx);
 }
 
@@ -477,6 +542,7 @@ int main(void)
 		cmocka_unit_test(seal_errors),
 		cmocka_unit_test(signals),
 		cmocka_unit_test(lease_fallback),
+		cmocka_unit_test(get_backend_has_no_side_effects),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
