@@ -44,7 +44,7 @@ int imm_handle_dup_fd(struct imm_handle *h)
 
 /* Takes ownership of fd: on failure it is closed. */
 static int handle_new(struct imm_ctx *ctx, int fd, bool writable,
-		      const char *what, struct imm_handle **ret)
+		      bool opened, const char *what, struct imm_handle **ret)
 {
 	struct imm_handle *h;
 	int r;
@@ -64,6 +64,7 @@ static int handle_new(struct imm_ctx *ctx, int fd, bool writable,
 	h->ctx = imm_ctx_ref(ctx);
 	h->fd = fd;
 	h->writable = writable;
+	h->opened = opened;
 	h->state = IMM_STATE_OPEN;
 	r = imm_ctx_track(ctx, h);
 	if (r < 0) {
@@ -158,7 +159,7 @@ IMM_EXPORT int imm_handle_open(struct imm_ctx *ctx, const char *path,
 		close(fd);
 		return r;
 	}
-	return handle_new(ctx, fd, writable, path, ret_handle);
+	return handle_new(ctx, fd, writable, true, path, ret_handle);
 }
 
 IMM_EXPORT int imm_handle_from_fd(struct imm_ctx *ctx, int fd, uint32_t flags,
@@ -203,8 +204,8 @@ IMM_EXPORT int imm_handle_from_fd(struct imm_ctx *ctx, int fd, uint32_t flags,
 		err(ctx, "%s: dup: %s", what, strerror(-r));
 		return r;
 	}
-	return handle_new(ctx, dup_fd, (fl & O_ACCMODE) != O_RDONLY, what,
-			  ret_handle);
+	return handle_new(ctx, dup_fd, (fl & O_ACCMODE) != O_RDONLY, false,
+			  what, ret_handle);
 }
 
 IMM_EXPORT int imm_handle_close(struct imm_handle *h)

@@ -130,6 +130,7 @@ struct imm_handle {
 	pthread_mutex_t lock;
 	int fd;
 	bool writable;
+	bool opened;			/* its own open(), not the caller's fd */
 	uint64_t fs_magic;
 	uint32_t block_size;
 	void *userdata;

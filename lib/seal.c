@@ -94,6 +94,10 @@ static int description_claim(struct imm_handle *h, const struct stat *st)
 		if (!o || o == h || !o->claimed || o->dev != st->st_dev ||
 		    o->ino != st->st_ino)
 			continue;
+		/* two opens of imm_handle_open() are two open files; only a
+		 * caller's fd can be a dup of another handle's */
+		if (h->opened && o->opened)
+			continue;
 		r = same_description(h->fd, o->fd);
 		if (r < 0) {
 			/* no kcmp (CONFIG_CHECKPOINT_RESTORE): assume the
