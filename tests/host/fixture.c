@@ -60,7 +60,8 @@ pid_t fx_waitpid_timeout(pid_t pid, int *status, int timeout_ms)
 	int pfd = pidfd_open_(pid), st;
 	pid_t r;
 
-	assert_true(pfd >= 0);
+	if (pfd < 0)
+		return -1;	/* no such child (reaped already) */
 	/* the pidfd is readable once the child has exited */
 	for (;;) {
 		struct pollfd p = { .fd = pfd, .events = POLLIN };

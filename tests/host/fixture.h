@@ -112,7 +112,8 @@ void fx_pause_ms(int ms);
 	} while (0)
 
 /* waitpid() with a bound: the pid, or 0 when it had not exited within
- * timeout_ms -- then it is SIGKILLed and reaped, and *status is not set. */
+ * timeout_ms -- then it is SIGKILLed and reaped, and *status is not set;
+ * -1 for no such process. */
 pid_t fx_waitpid_timeout(pid_t pid, int *status, int timeout_ms);
 /* Asserts the child exits with status 0 within timeout_ms. */
 void fx_assert_child_ok(pid_t pid, int timeout_ms);
