@@ -34,6 +34,10 @@
 #define MAX_HOLDERS 16
 
 static const char *prog_target;	/* what error lines are about */
+/* While status --force waits for a holder, the library's "leased, retry"
+ * lines are expected: hold the latest instead of printing each one. */
+static bool log_deferred;
+static char deferred_msg[1024];
 
 static void log_to_stderr(void *data, int priority, const char *file, int line,
 			  const char *fn, const char *format, va_list args)
@@ -46,6 +50,10 @@ static void log_to_stderr(void *data, int priority, const char *file, int line,
 	(void)line;
 	(void)fn;
 	vsnprintf(msg, sizeof(msg), format, args);
+	if (log_deferred) {
+		snprintf(deferred_msg, sizeof(deferred_msg), "%s", msg);
+		return;
+	}
 	/* the library often names the file itself: do not say it twice */
 	named = !prog_target || !strncmp(msg, prog_target, strlen(prog_target));
 	fprintf(stderr, "immctl: %s%s%s%s\n", named ? "" : prog_target,
@@ -429,26 +437,69 @@ static void print_status(const struct status *s)
 	}
 }
 
-static int read_map(struct status *s)
+static int query_map(struct imm_ctx *ctx, struct status *s)
 {
 	struct imm_handle *h;
+	int r;
+
+	r = imm_handle_open(ctx, s->path, IMM_RDONLY, &h);
+	if (r < 0)
+		return r;
+	s->li.sz = sizeof(s->li);
+	s->topo.sz = sizeof(s->topo);
+	r = imm_layout_query(h, 0, 0, &s->li);
+	if (r == 0)
+		r = imm_topology_query(h, &s->topo);
+	if (r == 0)
+		s->nbb = imm_badblocks(h, s->bb, 16);
+	imm_handle_close(h);
+	return r;
+}
+
+#define RETRY_NS 50000000ull	/* between opens of a leased file */
+
+/*
+ * Our open of a leased file (--force) fails with EWOULDBLOCK and starts
+ * the recall.  The holder releases, its library revokes before the
+ * kernel's deadline, or the kernel drops the lease at lease-break-time:
+ * so retry until then, plus a second for a loaded machine.
+ */
+static int query_map_waiting(struct imm_ctx *ctx, struct status *s)
+{
+	int lbt = imm_ctx_get_lease_break_time(ctx);
+	uint64_t deadline = now_ns() + ((uint64_t)(lbt > 0 ? lbt : 0) + 1) *
+					       1000000000ull;
+	const struct timespec pause_ts = { 0, (long)RETRY_NS };
+	int r;
+
+	log_deferred = true;
+	while ((r = query_map(ctx, s)) == -EWOULDBLOCK &&
+	       now_ns() + RETRY_NS < deadline)
+		nanosleep(&pause_ts, NULL);
+	log_deferred = false;
+	if (r == -EWOULDBLOCK) {
+		fprintf(stderr, "immctl: %s: cannot read the extent map: the "
+				"lease holder did not release it within "
+				"lease-break-time + 1 s (%d s); retry, or stop "
+				"the holder\n", s->path, lbt + 1);
+		return r;
+	}
+	if (r < 0 && deferred_msg[0])	/* a failure of its own: show it */
+		fprintf(stderr, "immctl: %s\n", deferred_msg);
+	return r;
+}
+
+static int read_map(struct status *s, bool force)
+{
 	struct imm_ctx *ctx;
 	int r;
 
 	if (new_ctx(&ctx))
 		return -1;
-	r = imm_handle_open(ctx, s->path, IMM_RDONLY, &h);
-	if (r == 0) {
-		s->li.sz = sizeof(s->li);
-		s->topo.sz = sizeof(s->topo);
-		r = imm_layout_query(h, 0, 0, &s->li);
-		if (r == 0)
-			r = imm_topology_query(h, &s->topo);
-		if (r == 0)
-			s->nbb = imm_badblocks(h, s->bb, 16);
-		imm_handle_close(h);
-	}
+	r = force ? query_map_waiting(ctx, s) : query_map(ctx, s);
 	imm_ctx_unref(ctx);
+	if (r == -EWOULDBLOCK && force)
+		return -1;	/* said why already */
 	if (r < 0) {
 		fail("cannot read the extent map", r);
 		return -1;
@@ -500,7 +551,7 @@ static int cmd_status(int argc, char **argv)
 		 * breaking the holder's seal. */
 		s.no_map_why = "the file is leased; opening it would break the "
 			       "holder's seal (use --force to do it anyway)";
-	} else if (read_map(&s) < 0) {
+	} else if (read_map(&s, force) < 0) {
 		return EXIT_FAILURE;
 	}
 	if (json)

@@ -9,6 +9,31 @@ fails=0
 pass() { printf 'ok   %s\n' "$*"; }
 bad() { printf 'FAIL %s\n' "$*"; fails=$((fails + 1)); }
 check() { local what=$1; shift; if "$@"; then pass "$what"; else bad "$what"; fi; }
+# Bounded waits on conditions, never sleeps as synchronisation.
+wait_for() {  # file pattern seconds: until a line of file matches
+	local end=$((SECONDS + $3))
+	until grep -q "$2" "$1" 2>/dev/null; do
+		[ "$SECONDS" -lt "$end" ] || { echo "timeout: no '$2' in $1"; return 1; }
+		sleep 0.05
+	done
+}
+wait_exit() {  # pid seconds: its exit status, or 124 (and killed) after that
+	local end=$((SECONDS + $2)) rc=0
+	while kill -0 "$1" 2>/dev/null; do
+		if [ "$SECONDS" -ge "$end" ]; then
+			kill -9 "$1" 2>/dev/null; wait "$1" 2>/dev/null || true
+			echo "timeout: pid $1 still running after $2 s"; return 124
+		fi
+		sleep 0.05
+	done
+	wait "$1" || rc=$?
+	return "$rc"
+}
+lease_state() {  # file: the lease's /proc/locks state (ACTIVE, BREAKING...) or none
+	local s
+	s=$(awk -v ino=":$(stat -c %i "$1") " '$2 == "LEASE" && index($0, ino) && $0 !~ /->/ { print $3; exit }' /proc/locks)
+	echo "${s:-none}"
+}
 
 if [ "$(id -u)" != 0 ] || [ ! -e /dev/loop-control ]; then
 	echo "SKIP: needs root and loop devices (a scratch ext4, sysctls, a non-owner)"
@@ -96,19 +121,20 @@ sum=$(md5sum <"$f")
 events=$work/events
 "$IMMCTL" seal --json --auto-release "$f" >"$events" &
 holder=$!
-for _ in $(seq 100); do grep -q sealed "$events" 2>/dev/null && break; sleep 0.05; done
+wait_for "$events" sealed 10
 check "seal prints sealed" test "$(head -1 "$events" | jq -r .event)" = sealed
 check "sealed line has the mode" test "$(head -1 "$events" | jq -r .mode)" = exclusive
 check "sealed line has the length" test "$(head -1 "$events" | jq -r .length)" = 4194304
 out=$("$IMMCTL" status --json "$f")
 check "status while sealed lists the holder" test "$(jq -r '.leases[0].pid' <<<"$out")" = "$holder"
 check "status while sealed does not open the file" test "$(jq -r .extent_map <<<"$out")" = null
-sleep 0.2
-check "status did not break the seal" test "$(wc -l <"$events")" = 1
+# An open would have moved the lease out of ACTIVE before status returned.
+check "status did not break the seal" test "$(lease_state "$f")" = ACTIVE
+check "status did not break the seal (no event)" test "$(wc -l <"$events")" = 1
 t0=$(date +%s%N)
 cat "$f" >/dev/null          # a second process opens the file
 t1=$(date +%s%N)
-wait "$holder"; rc=$?
+rc=0; wait_exit "$holder" 10 || rc=$?
 check "auto-release exits 0" test "$rc" = 0
 check "events: sealed, break, released" test "$(jq -r .event "$events" | paste -sd,)" = sealed,break,released
 check "break carries a deadline" test "$(sed -n 2p "$events" | jq -r '.deadline_ns > .time_ns')" = true
@@ -120,9 +146,9 @@ check "data unchanged by sealing" test "$(md5sum <"$f")" = "$sum"
 # SIGTERM: hold, then release and exit 0
 "$IMMCTL" seal --json "$f" >"$events" &
 holder=$!
-for _ in $(seq 100); do grep -q sealed "$events" 2>/dev/null && break; sleep 0.05; done
+wait_for "$events" sealed 10
 kill -TERM "$holder"
-wait "$holder"; rc=$?
+rc=0; wait_exit "$holder" 10 || rc=$?
 check "SIGTERM: exit 0" test "$rc" = 0
 check "SIGTERM: sealed, released" test "$(jq -r .event "$events" | paste -sd,)" = sealed,released
 check "SIGTERM: lease gone" test -z "$(grep LEASE /proc/locks | grep ":$(stat -c %i "$f") " || true)"
@@ -131,17 +157,50 @@ check "SIGTERM: lease gone" test -z "$(grep LEASE /proc/locks | grep ":$(stat -c
 echo 2 >/proc/sys/fs/lease-break-time
 "$IMMCTL" seal --json "$f" >"$events" &
 holder=$!
-for _ in $(seq 100); do grep -q sealed "$events" 2>/dev/null && break; sleep 0.05; done
+wait_for "$events" sealed 10
 cat "$f" >/dev/null
-for _ in $(seq 100); do grep -q revoked "$events" && break; sleep 0.05; done
+wait_for "$events" revoked 10
 kill -INT "$holder"
-wait "$holder" || true
-echo "$lbt_saved" >/proc/sys/fs/lease-break-time
+wait_exit "$holder" 10 || true
 check "revoke: sealed, break, revoked, released" test "$(jq -r .event "$events" | paste -sd,)" = sealed,break,revoked,released
 check "revoked before the deadline" test "$(jq -s '.[2].time_ns < .[1].deadline_ns' "$events")" = true
 
+# status --force against an exclusive holder: it recalls the seal, waits for
+# the release and reads the map (it used to fail with EAGAIN at once).
+"$IMMCTL" seal --json --auto-release "$f" >"$events" &
+holder=$!
+wait_for "$events" sealed 10
+rc=0; out=$(timeout 20 "$IMMCTL" status --json --force "$f" 2>"$work/err") || rc=$?
+check "status --force against a holder exits 0 (rc=$rc: $(head -c 200 "$work/err"))" test "$rc" = 0
+check "status --force read the extent map" test "$(jq -r .extents <<<"$out")" -ge 1
+check "status --force: the map is final" test "$(jq -r .final <<<"$out")" = true
+check "status --force: no 'leased' noise on stderr" test ! -s "$work/err"
+rc=0; wait_exit "$holder" 10 || rc=$?
+check "status --force: the holder saw the break and released" \
+	test "$(jq -r .event "$events" | paste -sd,)/$rc" = sealed,break,released/0
+# a holder that never releases: its library revokes before the deadline
+"$IMMCTL" seal --json "$f" >"$events" &
+holder=$!
+wait_for "$events" sealed 10
+t0=$(date +%s%N)
+rc=0; out=$(timeout 20 "$IMMCTL" status --json --force "$f" 2>"$work/err") || rc=$?
+t1=$(date +%s%N)
+check "status --force against a revoked holder exits 0 (rc=$rc: $(head -c 200 "$work/err"))" test "$rc" = 0
+check "status --force after revoke read the map" test "$(jq -r .extents <<<"$out")" -ge 1
+check "status --force waited no longer than lease-break-time + 1 s" \
+	test $(((t1 - t0) / 1000000)) -lt 3000
+kill -INT "$holder"
+wait_exit "$holder" 10 || true
+check "status --force: holder revoked" grep -q revoked "$events"
+echo "$lbt_saved" >/proc/sys/fs/lease-break-time
+
 # shared seal, sub-range, human output
-out=$("$IMMCTL" seal --shared --auto-release --offset 1M --length 64K "$f" & sleep 0.5; echo x >>"$f"; wait)
+"$IMMCTL" seal --shared --auto-release --offset 1M --length 64K "$f" >"$work/shared" &
+holder=$!
+wait_for "$work/shared" sealed 10
+echo x >>"$f"
+wait_exit "$holder" 10 || true
+out=$(cat "$work/shared")
 check "shared text output" grep -q 'sealed.*\[1048576, +65536) shared' <<<"$out"
 check "shared seal broken by a writer" grep -q '^break' <<<"$out"
 

@@ -26,7 +26,7 @@ static void on_event(struct imm_event *ev, void *data)
 
 	if (imm_event_get_type(ev) == IMM_EVENT_RECALL &&
 	    imm_release(imm_event_get_handle(ev)) == 0)
-		*released = 1;
+		__atomic_store_n(released, 1, __ATOMIC_SEQ_CST);
 }
 
 static void reset_signals(void)

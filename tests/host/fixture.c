@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -11,6 +12,8 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <syslog.h>
 #include <time.h>
@@ -24,6 +27,98 @@ uint64_t fx_now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void fx_pause_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000l };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+bool fx_wait_until(bool (*cond)(void *arg), void *arg, int timeout_ms)
+{
+	uint64_t end = fx_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+
+	while (!cond(arg)) {
+		if (fx_now_ns() >= end)
+			return cond(arg);
+		fx_pause_ms(1);
+	}
+	return true;
+}
+
+static int pidfd_open_(pid_t pid)
+{
+	return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+pid_t fx_waitpid_timeout(pid_t pid, int *status, int timeout_ms)
+{
+	uint64_t end = fx_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	int pfd = pidfd_open_(pid), st;
+	pid_t r;
+
+	if (pfd < 0)
+		return -1;	/* no such child (reaped already) */
+	/* the pidfd is readable once the child has exited */
+	for (;;) {
+		struct pollfd p = { .fd = pfd, .events = POLLIN };
+		uint64_t now = fx_now_ns();
+		int left = now >= end ? 0 : (int)((end - now) / 1000000ull) + 1;
+		int n = poll(&p, 1, left);
+
+		if (n > 0 || (n == 0 && left == 0) || (n < 0 && errno != EINTR))
+			break;
+	}
+	r = waitpid(pid, &st, WNOHANG);
+	if (r == 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &st, 0);
+	} else if (r == pid && status) {
+		*status = st;
+	}
+	close(pfd);
+	return r;
+}
+
+void fx_assert_child_ok(pid_t pid, int timeout_ms)
+{
+	int st = 0;
+
+	if (fx_waitpid_timeout(pid, &st, timeout_ms) != pid)
+		fail_msg("child %d did not exit within %d ms (killed)", (int)pid,
+			 timeout_ms);
+	if (WIFSIGNALED(st))
+		fail_msg("child %d was killed by signal %d", (int)pid,
+			 WTERMSIG(st));
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		fail_msg("child %d exited with status %d", (int)pid,
+			 WEXITSTATUS(st));
+}
+
+bool fx_read_line(int fd, char *buf, size_t size, int timeout_ms)
+{
+	uint64_t end = fx_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	size_t n = 0;
+
+	assert_true(size > 1);
+	while (n < size - 1) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		uint64_t now = fx_now_ns();
+
+		if (now >= end || poll(&p, 1, (int)((end - now) / 1000000ull) + 1) <= 0)
+			break;
+		if (read(fd, &buf[n], 1) != 1)
+			break;
+		if (buf[n++] == '\n') {
+			buf[n] = '\0';
+			return true;
+		}
+	}
+	buf[n] = '\0';
+	return false;
 }
 
 /* snprintf that fails the test instead of truncating a path */
@@ -242,6 +337,17 @@ uint64_t fx_size(const char *path)
 	return (uint64_t)st.st_size;
 }
 
+/*
+ * " MAJ:MIN:INO " as /proc/locks prints the file: the inode alone is not
+ * enough, as other tests' loop filesystems have the same small inode
+ * numbers (12 is the first file on a fresh ext4).
+ */
+static void lock_id(const struct stat *st, char *out, size_t size)
+{
+	snprintf(out, size, " %02x:%02x:%lu ", major(st->st_dev),
+		 minor(st->st_dev), (unsigned long)st->st_ino);
+}
+
 bool fx_leased(const char *path)
 {
 	char line[512], want[64];
@@ -250,7 +356,7 @@ bool fx_leased(const char *path)
 	FILE *f;
 
 	assert_int_equal(stat(path, &st), 0);
-	snprintf(want, sizeof(want), ":%lu ", (unsigned long)st.st_ino);
+	lock_id(&st, want, sizeof(want));
 	f = fopen("/proc/locks", "re");
 	assert_non_null(f);
 	/* a lease, or a layout seal (SEAL, SEALX) on a patched kernel */
@@ -260,6 +366,53 @@ bool fx_leased(const char *path)
 			found = true;
 	fclose(f);
 	return found;
+}
+
+/* "N: LEASE  STATE  TYPE PID MAJ:MIN:INO ..." for path's lease, its
+ * blocked openers "N: -> LEASE  BREAKER ..." under the same N. */
+static int lease_line(const char *path, char *state, size_t size)
+{
+	char line[512], want[64], st[32];
+	struct stat sb;
+	int id = -1, n;
+	FILE *f;
+
+	assert_int_equal(stat(path, &sb), 0);
+	lock_id(&sb, want, sizeof(want));
+	f = fopen("/proc/locks", "re");
+	assert_non_null(f);
+	while (id < 0 && fgets(line, sizeof(line), f))
+		if (strstr(line, want) && !strstr(line, "->") &&
+		    sscanf(line, "%d: LEASE %31s", &n, st) == 2) {
+			id = n;
+			snprintf(state, size, "%s", st);
+		}
+	fclose(f);
+	return id;
+}
+
+const char *fx_lease_state(const char *path, char *buf, size_t size)
+{
+	if (lease_line(path, buf, size) < 0)
+		snprintf(buf, size, "none");
+	return buf;
+}
+
+int fx_lease_waiters(const char *path)
+{
+	char line[512], st[32];
+	int id = lease_line(path, st, sizeof(st)), n, count = 0;
+	FILE *f;
+
+	if (id < 0)
+		return 0;
+	f = fopen("/proc/locks", "re");
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%d: -> %31s", &n, st) == 2 && n == id)
+			count++;
+	fclose(f);
+	return count;
 }
 
 /* ---------------------------------------------------------------- sysctl */
@@ -416,8 +569,7 @@ pid_t fx_breaker_start(const char *path, enum fx_break_op op)
 		breaker_run(path, op, shm);
 	/* A loaded machine may run the child late; callers time from here
 	 * ("let the breaker block"), so return once it is at its call. */
-	while (!atomic_load(&shm->started))
-		usleep(1000);
+	assert_until(atomic_load(&shm->started), 10000);
 	i = slot_of(0);
 	breakers[i].pid = pid;
 	breakers[i].shm = shm;
@@ -438,7 +590,11 @@ uint64_t fx_breaker_wait_end(pid_t pid, uint64_t *ret_end)
 
 	breakers[i].pid = 0;
 	breakers[i].shm = NULL;
-	assert_int_equal(waitpid(pid, &st, 0), pid);
+	/* The kernel lets a breaker wait up to lease-break-time (45 s by
+	 * default) for a holder; more than that is a hang. */
+	if (fx_waitpid_timeout(pid, &st, FX_BREAKER_TIMEOUT_MS) != pid)
+		fail_msg("breaker %d still blocked after %d ms (killed)",
+			 (int)pid, FX_BREAKER_TIMEOUT_MS);
 	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	ns = shm->blocked_ns;
 	if (ret_end)

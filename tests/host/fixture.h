@@ -82,11 +82,48 @@ enum fx_break_op {
 	FX_TRUNCATE,	/* truncate(path, 0) */
 };
 pid_t fx_breaker_start(const char *path, enum fx_break_op op);
+#define FX_BREAKER_TIMEOUT_MS 60000	/* lease-break-time (45 s) + slack */
 /* Waits; returns how long the operation blocked (ns); asserts success.
  * With ret_end, also when it returned (CLOCK_MONOTONIC ns). */
 uint64_t fx_breaker_wait(pid_t pid);
 uint64_t fx_breaker_wait_end(pid_t pid, uint64_t *ret_end);
 
 uint64_t fx_now_ns(void);
+
+/*
+ * Bounded waits on conditions, never sleeps as synchronisation.
+ * fx_wait_until() polls cond(arg) every millisecond and returns whether it
+ * held within timeout_ms; assert_until() fails the test, naming the
+ * condition, if expr is still false after timeout_ms.
+ */
+bool fx_wait_until(bool (*cond)(void *arg), void *arg, int timeout_ms);
+void fx_pause_ms(int ms);
+#define assert_until(expr, timeout_ms)                                        \
+	do {                                                                  \
+		uint64_t fx_end_ = fx_now_ns() +                              \
+				   (uint64_t)(timeout_ms) * 1000000ull;       \
+		while (!(expr)) {                                             \
+			if (fx_now_ns() >= fx_end_)                           \
+				fail_msg("%s:%d: not true within %d ms: %s",  \
+					 __FILE__, __LINE__, (int)(timeout_ms), \
+					 #expr);                              \
+			fx_pause_ms(1);                                       \
+		}                                                             \
+	} while (0)
+
+/* waitpid() with a bound: the pid, or 0 when it had not exited within
+ * timeout_ms -- then it is SIGKILLed and reaped, and *status is not set;
+ * -1 for no such process. */
+pid_t fx_waitpid_timeout(pid_t pid, int *status, int timeout_ms);
+/* Asserts the child exits with status 0 within timeout_ms. */
+void fx_assert_child_ok(pid_t pid, int timeout_ms);
+/* One line (up to and including '\n') from fd, unbuffered, within
+ * timeout_ms; false on timeout, EOF or error. */
+bool fx_read_line(int fd, char *buf, size_t size, int timeout_ms);
+
+/* The state /proc/locks gives path's lease ("ACTIVE", "BREAKING"; "none"
+ * without one), and how many openers are blocked on it. */
+const char *fx_lease_state(const char *path, char *buf, size_t size);
+int fx_lease_waiters(const char *path);
 
 #endif
