@@ -95,7 +95,7 @@ IMM_EXPORT int imm_ctx_new(struct imm_ctx **ret_ctx)
 	atomic_init(&ctx->refcount, 1);
 	ctx->signo = SIGRTMAX - DEFAULT_SIGNAL_OFFSET_FROM_MAX;
 	ctx->revoke_margin_ms = DEFAULT_REVOKE_MARGIN_MS;
-	ctx->wake_fd = ctx->sig_fd = ctx->status_fd = -1;
+	ctx->wake_fd = ctx->sig_fd = ctx->sigio_fd = ctx->status_fd = -1;
 	imm_log_init(ctx);
 	r = pthread_mutex_init(&ctx->log_lock, NULL);
 	if (r) {

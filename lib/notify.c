@@ -7,12 +7,12 @@
  * our breaks are pending *on this thread*.  The application's signals of
  * the same numbers (its kill(), an O_ASYNC SIGIO) are pending on the
  * process.  sigtimedwait() or a signalfd read would take those too, so the
- * thread never waits in one: it polls a signalfd (poll does not dequeue),
- * checks SigPnd of its own /proc/self/task/TID/status (thread-private
- * pending only), and reads the signalfd only then -- Linux dequeues the
- * thread-private queue before the shared one.  A number pending only for
- * the process is left to the application: it is dropped from the
- * signalfd's mask for a bounded back-off, no busy spin.  sigpending() (one
+ * thread never waits in one: it polls a signalfd per number (poll does not
+ * dequeue), checks SigPnd/ShdPnd of its own /proc/self/task/TID/status, and
+ * reads a number's signalfd only when that number is pending on this thread
+ * and not for the process.  A number pending for the process is left to
+ * the application: its signalfd is not polled, and the thread re-checks
+ * after a bounded back-off, no busy spin.  sigpending() (one
  * cheap syscall) skips the status read when nothing of ours is pending.
  *
  * SIGIO stays in the mask for the kernel's fallback when the RT queue is
@@ -298,30 +298,19 @@ static int pending(struct imm_ctx *ctx, uint64_t *ret_mine,
 	buf[n] = '\0';
 	priv = status_mask(buf, "\nSigPnd:");
 	shared = status_mask(buf, "\nShdPnd:");
-	*ret_mine = priv & ours;
-	*ret_theirs = shared & ours & ~priv;
+	/* a number pending for both is left until the application takes its
+	 * own: which queue a read would take from is not ours to bet on */
+	*ret_mine = priv & ~shared & ours;
+	*ret_theirs = shared & ours;
 	return 0;
 }
 
-/* The signalfd watches only what is not stuck on the process. */
-static int watch(struct imm_ctx *ctx, uint64_t skip)
+/* One signalfd per number: a read can only take the number it is for. */
+static int take_one(struct imm_ctx *ctx, uint64_t mine)
 {
-	sigset_t set;
-
-	sigemptyset(&set);
-	if (!(skip & bit(ctx->signo)))
-		sigaddset(&set, ctx->signo);
-	if (!(skip & bit(SIGIO)))
-		sigaddset(&set, SIGIO);
-	if (signalfd(ctx->sig_fd, &set, 0) < 0)
-		return -errno;
-	return 0;
-}
-
-static int take_one(struct imm_ctx *ctx)
-{
+	int fd = (mine & bit(ctx->signo)) ? ctx->sig_fd : ctx->sigio_fd;
 	struct signalfd_siginfo si;
-	ssize_t n = read(ctx->sig_fd, &si, sizeof(si));
+	ssize_t n = read(fd, &si, sizeof(si));
 
 	if (n == (ssize_t)sizeof(si)) {
 		on_signal(ctx, &si);
@@ -332,18 +321,25 @@ static int take_one(struct imm_ctx *ctx)
 	return n < 0 ? -errno : -EIO;
 }
 
-/* Sleep until something may be ours, a wake-up, or the back-off bound. */
-static int sleep_once(struct imm_ctx *ctx, int timeout_ms)
+/* Sleep until something may be ours, a wake-up, or the back-off bound;
+ * a number pending for the process is not watched (it would not let us
+ * sleep). */
+static int sleep_once(struct imm_ctx *ctx, uint64_t theirs, int timeout_ms)
 {
-	struct pollfd fds[2] = {
-		{ .fd = ctx->sig_fd, .events = POLLIN },
+	struct pollfd fds[3] = {
 		{ .fd = ctx->wake_fd, .events = POLLIN },
+		{ .fd = ctx->sig_fd, .events = POLLIN },
+		{ .fd = ctx->sigio_fd, .events = POLLIN },
 	};
 	uint64_t count;
 
-	if (poll(fds, 2, timeout_ms) < 0)
+	if (theirs & bit(ctx->signo))
+		fds[1].fd = -1;
+	if (theirs & bit(SIGIO))
+		fds[2].fd = -1;
+	if (poll(fds, 3, timeout_ms) < 0)
 		return errno == EINTR ? 0 : -errno;
-	if ((fds[1].revents & POLLIN) &&
+	if ((fds[0].revents & POLLIN) &&
 	    read(ctx->wake_fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
 		return -errno;
 	return 0;
@@ -351,7 +347,6 @@ static int sleep_once(struct imm_ctx *ctx, int timeout_ms)
 
 static int notifier_loop(struct imm_ctx *ctx)
 {
-	uint64_t skipped = 0;
 	int backoff = 0, r;
 	bool told = false;
 
@@ -366,7 +361,7 @@ static int notifier_loop(struct imm_ctx *ctx)
 			if (!atomic_load(&ctx->busy_since))
 				atomic_store(&ctx->busy_since,
 					     atomic_load(&ctx->quiet_ns));
-			r = take_one(ctx);
+			r = take_one(ctx, mine);
 			if (r < 0)
 				return r;
 			continue;
@@ -374,12 +369,6 @@ static int notifier_loop(struct imm_ctx *ctx)
 		/* empty at t: a later break started after t */
 		atomic_store(&ctx->quiet_ns, t);
 		atomic_store(&ctx->busy_since, 0);
-		if (theirs != skipped) {
-			r = watch(ctx, theirs);
-			if (r < 0)
-				return r;
-			skipped = theirs;
-		}
 		if (theirs && !told) {
 			info(ctx, "signal %d is pending for the process and the "
 				  "notifier leaves it to the application; until it "
@@ -390,7 +379,7 @@ static int notifier_loop(struct imm_ctx *ctx)
 		}
 		backoff = !theirs ? 0 : !backoff ? BACKOFF_MIN_MS :
 			  backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
-		r = sleep_once(ctx, theirs ? backoff : -1);
+		r = sleep_once(ctx, theirs, theirs ? backoff : -1);
 		if (r < 0)
 			return r;
 		atomic_store(&ctx->quiet_ns, imm_now_ns());
@@ -405,9 +394,13 @@ static int notifier_open(struct imm_ctx *ctx)
 
 	sigemptyset(&set);
 	sigaddset(&set, ctx->signo);
-	sigaddset(&set, SIGIO);	/* the kernel's fallback when the queue is full */
 	ctx->sig_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (ctx->sig_fd < 0)
+		return -errno;
+	sigemptyset(&set);
+	sigaddset(&set, SIGIO);	/* the kernel's fallback when the queue is full */
+	ctx->sigio_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (ctx->sigio_fd < 0)
 		return -errno;
 	snprintf(path, sizeof(path), "/proc/self/task/%d/status",
 		 (int)ctx->notifier_tid);
@@ -422,9 +415,11 @@ static void notifier_close(struct imm_ctx *ctx)
 {
 	if (ctx->sig_fd >= 0)
 		close(ctx->sig_fd);
+	if (ctx->sigio_fd >= 0)
+		close(ctx->sigio_fd);
 	if (ctx->status_fd >= 0)
 		close(ctx->status_fd);
-	ctx->sig_fd = ctx->status_fd = -1;
+	ctx->sig_fd = ctx->sigio_fd = ctx->status_fd = -1;
 }
 
 static void *notifier_main(void *arg)
@@ -794,12 +789,13 @@ int imm_notifier_check(struct imm_ctx *ctx, const char *what)
 void imm_notifier_stop(struct imm_ctx *ctx)
 {
 	if (imm_forked(ctx)) {
-		int fds[3] = { ctx->wake_fd, ctx->sig_fd, ctx->status_fd };
+		int fds[4] = { ctx->wake_fd, ctx->sig_fd, ctx->sigio_fd,
+			       ctx->status_fd };
 
-		for (int i = 0; i < 3; i++)
+		for (int i = 0; i < 4; i++)
 			if (fds[i] >= 0)
 				close(fds[i]);
-		ctx->wake_fd = ctx->sig_fd = ctx->status_fd = -1;
+		ctx->wake_fd = ctx->sig_fd = ctx->sigio_fd = ctx->status_fd = -1;
 	} else if (ctx->notifier_running) {
 		pthread_mutex_lock(&ctx->lock);
 		stop_locked(ctx);

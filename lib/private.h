@@ -118,7 +118,8 @@ struct imm_ctx {
 	atomic_bool notifier_dead;	/* it stopped on an error ... */
 	atomic_int notifier_error;	/* ... this -errno, reported once */
 	int wake_fd;			/* eventfd: asks the notifier to stop */
-	int sig_fd;			/* the notifier's signalfd, its own */
+	int sig_fd;			/* the notifier's signalfds, its own: */
+	int sigio_fd;			/* ctx->signo's, SIGIO's */
 	int status_fd;			/* its /proc/self/task/TID/status */
 	bool free_on_notifier_exit;	/* last unref ran on the notifier */
 	bool free_on_revoker_exit;	/* ... or on the revoker */

@@ -447,8 +447,8 @@ static void library_fds_are_cloexec(void **state)
 		n++;
 	}
 	/* the context's eventfd, the handle's open, the notifier's wake-up
-	 * eventfd, its signalfd and its /proc status */
-	assert_int_equal(n, 5);
+	 * eventfd, its two signalfds and its /proc status */
+	assert_int_equal(n, 6);
 	imm_handle_close(h);
 	imm_ctx_unref(ctx);
 }
