@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "private.h"
@@ -67,6 +68,20 @@ static int pick_backend(struct imm_ctx *ctx)
 	return -EOPNOTSUPP;
 }
 
+/* The revoker sleeps until a revoke time on CLOCK_MONOTONIC. */
+static int init_cond(pthread_cond_t *cond)
+{
+	pthread_condattr_t attr;
+	int r = pthread_condattr_init(&attr);
+
+	if (r == 0)
+		r = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	if (r == 0)
+		r = pthread_cond_init(cond, &attr);
+	pthread_condattr_destroy(&attr);
+	return r;
+}
+
 IMM_EXPORT int imm_ctx_new(struct imm_ctx **ret_ctx)
 {
 	struct imm_ctx *ctx;
@@ -78,19 +93,38 @@ IMM_EXPORT int imm_ctx_new(struct imm_ctx **ret_ctx)
 	if (!ctx)
 		return -ENOMEM;
 	atomic_init(&ctx->refcount, 1);
-	ctx->pid = getpid();
 	ctx->signo = SIGRTMAX - DEFAULT_SIGNAL_OFFSET_FROM_MAX;
 	ctx->revoke_margin_ms = DEFAULT_REVOKE_MARGIN_MS;
+	ctx->wake_fd = ctx->sig_fd = ctx->sigio_fd = ctx->status_fd = -1;
 	imm_log_init(ctx);
+	r = pthread_mutex_init(&ctx->log_lock, NULL);
+	if (r) {
+		free(ctx);
+		return -r;
+	}
+	imm_fork_token_init(ctx);
 
 	r = pthread_mutex_init(&ctx->lock, NULL);
 	if (r) {
+		imm_fork_token_free(ctx);
+		pthread_mutex_destroy(&ctx->log_lock);
+		free(ctx);
+		return -r;
+	}
+	r = init_cond(&ctx->revoke_cond);
+	if (r) {
+		pthread_mutex_destroy(&ctx->lock);
+		imm_fork_token_free(ctx);
+		pthread_mutex_destroy(&ctx->log_lock);
 		free(ctx);
 		return -r;
 	}
 	r = pthread_mutex_init(&ctx->ndctl_lock, NULL);
 	if (r) {
+		pthread_cond_destroy(&ctx->revoke_cond);
 		pthread_mutex_destroy(&ctx->lock);
+		imm_fork_token_free(ctx);
+		pthread_mutex_destroy(&ctx->log_lock);
 		free(ctx);
 		return -r;
 	}
@@ -109,7 +143,10 @@ fail:
 	if (ctx->event_fd >= 0)
 		close(ctx->event_fd);
 	pthread_mutex_destroy(&ctx->ndctl_lock);
+	pthread_cond_destroy(&ctx->revoke_cond);
 	pthread_mutex_destroy(&ctx->lock);
+	imm_fork_token_free(ctx);
+	pthread_mutex_destroy(&ctx->log_lock);
 	free(ctx);
 	return r;
 }
@@ -130,11 +167,14 @@ void imm_ctx_destroy(struct imm_ctx *ctx)
 	 */
 	if (!imm_forked(ctx)) {
 		imm_event_purge_all(ctx);
+		pthread_cond_destroy(&ctx->revoke_cond);
 		pthread_mutex_destroy(&ctx->lock);
 		pthread_mutex_destroy(&ctx->ndctl_lock);
+		pthread_mutex_destroy(&ctx->log_lock);
 	}
 	imm_topology_free(ctx);
 	close(ctx->event_fd);
+	imm_fork_token_free(ctx);
 	free(ctx->by_fd);
 	free(ctx);
 }
@@ -144,7 +184,11 @@ static void ctx_free(struct imm_ctx *ctx)
 	/* An async callback dropped the last reference: the notifier cannot
 	 * join itself, so it finishes the job when the callback returns. */
 	if (!imm_forked(ctx) && imm_notifier_is_self(ctx)) {
-		ctx->free_on_notifier_exit = true;
+		if (ctx->revoker_running &&
+		    pthread_equal(pthread_self(), ctx->revoker))
+			ctx->free_on_revoker_exit = true;
+		else
+			ctx->free_on_notifier_exit = true;
 		return;
 	}
 	imm_ctx_destroy(ctx);

@@ -96,6 +96,46 @@ void imm_event_deliver(struct imm_ctx *ctx, struct imm_event *ev)
 	imm_event_unref(ev);
 }
 
+void imm_event_deliver_later(struct imm_ctx *ctx, struct imm_event *ev)
+{
+	uint64_t one = 1;
+	bool async;
+
+	pthread_mutex_lock(&ctx->lock);
+	async = ctx->event_fn && (ctx->event_flags & IMM_EVENT_FN_ASYNC);
+	if (async) {
+		struct imm_event **pp = &ctx->late;
+
+		while (*pp)
+			pp = &(*pp)->next;
+		*pp = ev;
+	}
+	pthread_mutex_unlock(&ctx->lock);
+	if (!async) {
+		imm_event_post(ctx, ev);
+		return;
+	}
+	/* the notifier runs async callbacks: wake it if it sleeps */
+	if (write(ctx->wake_fd, &one, sizeof(one)) < 0)
+		dbg(ctx, "wake eventfd write: %s", strerror(errno));
+}
+
+/* On the notifier: what the revoker left for the async callback. */
+void imm_event_deliver_late_all(struct imm_ctx *ctx)
+{
+	struct imm_event *ev, *next;
+
+	pthread_mutex_lock(&ctx->lock);
+	ev = ctx->late;
+	ctx->late = NULL;
+	pthread_mutex_unlock(&ctx->lock);
+	for (; ev; ev = next) {
+		next = ev->next;
+		ev->next = NULL;
+		imm_event_deliver(ctx, ev);
+	}
+}
+
 static struct imm_event *take_all(struct imm_ctx *ctx)
 {
 	struct imm_event *list;
@@ -136,6 +176,9 @@ IMM_EXPORT int imm_ctx_dispatch(struct imm_ctx *ctx)
 	if (!ctx)
 		return -EINVAL;
 	r = imm_check_fork(ctx, "imm_ctx_dispatch");
+	if (r < 0)
+		return r;
+	r = imm_notifier_check(ctx, "imm_ctx_dispatch");
 	if (r < 0)
 		return r;
 	/* Reset the fd first: whatever is posted after this kicks it again. */
@@ -267,7 +310,14 @@ void imm_event_purge_handle(struct imm_ctx *ctx, struct imm_handle *h)
 
 void imm_event_purge_all(struct imm_ctx *ctx)
 {
+	struct imm_event *late;
+
 	unref_list(take_all(ctx));
+	pthread_mutex_lock(&ctx->lock);
+	late = ctx->late;
+	ctx->late = NULL;
+	pthread_mutex_unlock(&ctx->lock);
+	unref_list(late);
 }
 
 IMM_EXPORT int imm_event_get_type(const struct imm_event *ev)

@@ -3,29 +3,35 @@
  * The notifier: one thread per context that owns the break signal.
  *
  * Every seal, lease or layout seal, is aimed at this thread (F_SETOWN_EX
- * F_OWNER_TID, imm_notifier_aim()), whose signal mask blocks everything;
- * sigtimedwait() takes the thread-directed signal, si_fd names the handle,
- * and the break becomes an event -- or, for an exclusive layout seal, which
- * is never broken, a log line about the refused layout change.  The host's
- * signal dispositions and other threads' masks are never touched.
+ * F_OWNER_TID, imm_notifier_aim()), whose signal mask blocks everything, so
+ * our breaks are pending *on this thread*.  The application's signals of
+ * the same numbers (its kill(), an O_ASYNC SIGIO) are pending on the
+ * process.  sigtimedwait() or a signalfd read would take those too, so the
+ * thread never waits in one: it polls a signalfd per number (poll does not
+ * dequeue), checks SigPnd/ShdPnd of its own /proc/self/task/TID/status, and
+ * reads a number's signalfd only when that number is pending on this thread
+ * and not for the process.  A number pending for the process is left to
+ * the application: its signalfd is not polled, and the thread re-checks
+ * after a bounded back-off, no busy spin.  sigpending() (one
+ * cheap syscall) skips the status read when nothing of ours is pending.
  *
- * The thread sleeps in that one call, as the raw kernel path it is measured
- * against does (a poll() over several fds would cost a syscall per break).
- * Its timeout is the earliest revoke time, so seals not released before the
- * kernel's deadline are revoked without any timer; only this thread ever
- * adds a breaking seal, so it always knows that time.  A flag plus a
- * tgkill()ed SIGIO asks it to stop.  It uses no fd and no timer, so it works
- * even when RLIMIT_SIGPENDING leaves no room for a POSIX timer.
+ * SIGIO stays in the mask for the kernel's fallback when the RT queue is
+ * full (it names no fd: rescan).  Stop is a flag plus an eventfd, not a
+ * signal.  Deadlines are the revoker's (a second thread): a callback
+ * running here, or a slow verify, never delays a revoke.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -33,10 +39,15 @@
 
 #define NSEC_PER_MSEC 1000000ull
 #define NSEC_PER_SEC 1000000000ull
+#define LATE_MIN_NS (10 * NSEC_PER_MSEC)
+#define LATE_MAX_NS (250 * NSEC_PER_MSEC)
+#define BACKOFF_MIN_MS 1
+#define BACKOFF_MAX_MS 64
 
 struct start_arg {
 	struct imm_ctx *ctx;
 	sem_t started;
+	int r;
 };
 
 void imm_breaking_remove(struct imm_ctx *ctx, struct imm_handle *h)
@@ -53,7 +64,35 @@ void imm_breaking_remove(struct imm_ctx *ctx, struct imm_handle *h)
 	pthread_mutex_unlock(&ctx->lock);
 }
 
-/* Sorted by revoke time, so the notifier only ever looks at the head. */
+
+/*
+ * The kernel's deadline runs from its break.  The signal can reach us late
+ * (a busy callback, a verify), so plan from the earliest moment the break
+ * can have started: when the notifier last saw its queue empty or woke up.
+ * Never plan to revoke later than halfway to a short deadline.
+ */
+static void plan_deadline(struct imm_handle *h, uint64_t since)
+{
+	uint64_t lbt_ns = (uint64_t)h->lease_break_time * NSEC_PER_SEC;
+	uint64_t margin = (uint64_t)h->revoke_margin_ms * NSEC_PER_MSEC;
+
+	if (margin > lbt_ns / 2)
+		margin = lbt_ns / 2;
+	h->break_ns = since;
+	h->deadline_ns = since + lbt_ns;
+	h->revoke_ns = h->deadline_ns - margin;
+}
+
+/* How often the revoker looks for a notifier that is late. */
+static uint64_t late_ns(const struct imm_ctx *ctx)
+{
+	uint64_t ns = (uint64_t)ctx->revoke_margin_ms * NSEC_PER_MSEC / 4;
+
+	return ns < LATE_MIN_NS ? LATE_MIN_NS : ns > LATE_MAX_NS ? LATE_MAX_NS : ns;
+}
+
+/* Sorted by revoke time; wake the revoker only when it could otherwise
+ * sleep past this one (it wakes every late_ns() anyway). */
 static void breaking_insert(struct imm_ctx *ctx, struct imm_handle *h)
 {
 	struct imm_handle **pp;
@@ -64,36 +103,44 @@ static void breaking_insert(struct imm_ctx *ctx, struct imm_handle *h)
 		;
 	h->breaking_next = *pp;
 	*pp = h;
+	if (h->revoke_ns < imm_now_ns() + late_ns(ctx))
+		pthread_cond_signal(&ctx->revoke_cond);
 	pthread_mutex_unlock(&ctx->lock);
 }
 
-/* The earliest revoke time of a breaking seal, 0 if none. */
-static uint64_t next_revoke(struct imm_ctx *ctx)
+/* h->lock held: SEALED -> BREAKING, planned from since; the recall event. */
+static struct imm_event *begin_break(struct imm_ctx *ctx, struct imm_handle *h,
+				     uint64_t since)
 {
-	uint64_t at;
+	struct imm_event *ev;
+
+	plan_deadline(h, since);
+	h->state = IMM_STATE_BREAKING;
+	breaking_insert(ctx, h);
+	ev = imm_event_new(IMM_EVENT_RECALL, h);
+	if (ev) {
+		ev->time_ns = h->break_ns;
+		ev->deadline_ns = h->deadline_ns;
+		ev->revoke_ns = h->revoke_ns;
+	}
+	return ev;
+}
+
+static struct imm_handle **all_handles(struct imm_ctx *ctx, size_t *ret_n)
+{
+	struct imm_handle **all;
+	size_t n = 0;
 
 	pthread_mutex_lock(&ctx->lock);
-	at = ctx->breaking ? ctx->breaking->revoke_ns : 0;
+	all = calloc(ctx->by_fd_len ? ctx->by_fd_len : 1, sizeof(*all));
+	for (size_t i = 0; all && i < ctx->by_fd_len; i++)
+		if (ctx->by_fd[i])
+			all[n++] = imm_handle_ref(ctx->by_fd[i]);
 	pthread_mutex_unlock(&ctx->lock);
-	return at;
+	*ret_n = n;
+	return all;
 }
 
-/*
- * The kernel's deadline runs from its break; the signal reaches us a few
- * microseconds later, so "now" is a hair late and the margin covers it.
- * Never plan to revoke later than halfway to a short deadline.
- */
-static void plan_deadline(struct imm_handle *h, uint64_t now)
-{
-	uint64_t lbt_ns = (uint64_t)h->lease_break_time * NSEC_PER_SEC;
-	uint64_t margin = (uint64_t)h->revoke_margin_ms * NSEC_PER_MSEC;
-
-	if (margin > lbt_ns / 2)
-		margin = lbt_ns / 2;
-	h->break_ns = now;
-	h->deadline_ns = now + lbt_ns;
-	h->revoke_ns = h->deadline_ns - margin;
-}
 
 /*
  * A signal with no break pending.  Under an exclusive layout seal it means
@@ -144,15 +191,7 @@ static void on_break(struct imm_ctx *ctx, struct imm_handle *h, bool named)
 	}
 	if (h->state != IMM_STATE_SEALED && h->state != IMM_STATE_DEFEATED)
 		goto out;
-	plan_deadline(h, imm_now_ns());
-	h->state = IMM_STATE_BREAKING;
-	breaking_insert(ctx, h);
-	ev = imm_event_new(IMM_EVENT_RECALL, h);
-	if (ev) {
-		ev->time_ns = h->break_ns;
-		ev->deadline_ns = h->deadline_ns;
-		ev->revoke_ns = h->revoke_ns;
-	}
+	ev = begin_break(ctx, h, atomic_load(&ctx->quiet_ns));
 out:
 	pthread_mutex_unlock(&h->lock);
 	if (refusal)
@@ -172,7 +211,7 @@ out:
 		imm_event_deliver(ctx, mismatch);
 }
 
-static void on_break_fd(struct imm_ctx *ctx, int fd)
+void imm_notifier_on_break_fd(struct imm_ctx *ctx, int fd)
 {
 	struct imm_handle *h;
 
@@ -187,20 +226,14 @@ static void on_break_fd(struct imm_ctx *ctx, int fd)
 	imm_handle_unref(h);
 }
 
-/* The RT signal queue overflowed and the kernel fell back to plain SIGIO,
- * which names no fd: ask every handle. */
+/* A signal that names no fd (the kernel's SIGIO fallback), or a new
+ * notifier after one died: ask every handle. */
 static void rescan(struct imm_ctx *ctx)
 {
 	struct imm_handle **all;
 	size_t n = 0;
 
-	warn(ctx, "the real-time signal queue overflowed; checking every seal");
-	pthread_mutex_lock(&ctx->lock);
-	all = calloc(ctx->by_fd_len ? ctx->by_fd_len : 1, sizeof(*all));
-	for (size_t i = 0; all && i < ctx->by_fd_len; i++)
-		if (ctx->by_fd[i])
-			all[n++] = imm_handle_ref(ctx->by_fd[i]);
-	pthread_mutex_unlock(&ctx->lock);
+	all = all_handles(ctx, &n);
 	if (!all) {
 		err(ctx, "out of memory while rescanning seals after a lost signal");
 		return;
@@ -212,122 +245,382 @@ static void rescan(struct imm_ctx *ctx)
 	free(all);
 }
 
-static void revoke_due(struct imm_ctx *ctx)
+static void on_signal(struct imm_ctx *ctx, const struct signalfd_siginfo *si)
 {
-	uint64_t now = imm_now_ns();
-
-	for (;;) {
-		struct imm_event *ev = NULL;
-		struct imm_handle *h;
-
-		pthread_mutex_lock(&ctx->lock);
-		h = ctx->breaking;
-		if (h && h->revoke_ns <= now) {
-			ctx->breaking = h->breaking_next;
-			h->breaking_next = NULL;
-			imm_handle_ref(h);
-		} else {
-			h = NULL;
-		}
-		pthread_mutex_unlock(&ctx->lock);
-		if (!h)
-			return;
-
-		pthread_mutex_lock(&h->lock);
-		if (h->state == IMM_STATE_BREAKING) {
-			uint64_t deadline = h->deadline_ns;
-
-			if (imm_seal_teardown(h, IMM_STATE_REVOKED) < 0) {
-				/* still BREAKING, as in the kernel */
-				err(ctx, "could not revoke a recalled seal; "
-					 "imm_release() retries it");
-				goto next;
-			}
-
-			ev = imm_event_new(IMM_EVENT_REVOKED, h);
-			if (ev)
-				ev->deadline_ns = deadline;
-			warn(ctx, "revoked a seal %llu ms before the kernel's "
-				  "deadline: the application did not release it",
-			     (unsigned long long)((deadline - imm_now_ns()) /
-						  NSEC_PER_MSEC));
-		}
-next:
-		pthread_mutex_unlock(&h->lock);
-		if (ev)
-			imm_event_deliver(ctx, ev);
-		imm_handle_unref(h);
+	if ((int)si->ssi_signo == ctx->signo && si->ssi_code == POLL_MSG) {
+		imm_notifier_on_break_fd(ctx, si->ssi_fd);
+	} else if (si->ssi_signo == SIGIO) {
+		warn(ctx, "the real-time signal queue overflowed; checking every "
+			  "seal");
+		rescan(ctx);
+	} else {
+		/* thread-directed at us: only a tgkill() does that */
+		warn(ctx, "took signal %d (code %d, from pid %d) sent to the "
+			  "notifier thread itself; it is not a break",
+		     (int)si->ssi_signo, si->ssi_code, (int)si->ssi_pid);
 	}
 }
 
-static void on_signal(struct imm_ctx *ctx, const siginfo_t *si)
+/* One SigXxx: line of a status file, as a mask (bit n-1 is signal n). */
+static uint64_t status_mask(const char *buf, const char *key)
 {
-	if (si->si_signo == ctx->signo && si->si_code == POLL_MSG)
-		on_break_fd(ctx, si->si_fd);
-	else if (si->si_signo == SIGIO && si->si_code == SI_KERNEL)
-		rescan(ctx);
-	else
-		warn(ctx, "took signal %d (code %d, from pid %d) that was not a "
-			  "lease break; if the application waits for this signal "
-			  "itself, give the library another one with "
-			  "imm_ctx_set_signal()", si->si_signo, si->si_code,
-		     (int)si->si_pid);
+	const char *p = strstr(buf, key);
+
+	return p ? strtoull(p + strlen(key), NULL, 16) : 0;
 }
 
-/* Until the next revoke time, or forever (NULL) with nothing breaking. */
-static const struct timespec *timeout(struct imm_ctx *ctx, struct timespec *ts)
+static uint64_t bit(int sig)
 {
-	uint64_t at = next_revoke(ctx), now;
+	return 1ull << (sig - 1);
+}
 
-	if (!at)
-		return NULL;
-	now = imm_now_ns();
-	at = at > now ? at - now : 0;
-	ts->tv_sec = (time_t)(at / NSEC_PER_SEC);
-	ts->tv_nsec = (long)(at % NSEC_PER_SEC);
-	return ts;
+/*
+ * What of ours is pending on this thread (*ret_mine), and what only for the
+ * process (*ret_theirs), as masks.  sigpending() is the union of both: when
+ * it has none of ours, that is all there is to know.
+ */
+static int pending(struct imm_ctx *ctx, uint64_t *ret_mine,
+		   uint64_t *ret_theirs)
+{
+	uint64_t ours = bit(ctx->signo) | bit(SIGIO), priv, shared;
+	char buf[4096];
+	sigset_t set;
+	ssize_t n;
+
+	*ret_mine = *ret_theirs = 0;
+	if (sigpending(&set) < 0)
+		return -errno;
+	if (!sigismember(&set, ctx->signo) && !sigismember(&set, SIGIO))
+		return 0;
+	n = pread(ctx->status_fd, buf, sizeof(buf) - 1, 0);
+	if (n <= 0)
+		return n < 0 ? -errno : -EIO;
+	buf[n] = '\0';
+	priv = status_mask(buf, "\nSigPnd:");
+	shared = status_mask(buf, "\nShdPnd:");
+	/* a number pending for both is left until the application takes its
+	 * own: which queue a read would take from is not ours to bet on */
+	*ret_mine = priv & ~shared & ours;
+	*ret_theirs = shared & ours;
+	return 0;
+}
+
+/* One signalfd per number: a read can only take the number it is for. */
+static int take_one(struct imm_ctx *ctx, uint64_t mine)
+{
+	int fd = (mine & bit(ctx->signo)) ? ctx->sig_fd : ctx->sigio_fd;
+	struct signalfd_siginfo si;
+	ssize_t n = read(fd, &si, sizeof(si));
+
+	if (n == (ssize_t)sizeof(si)) {
+		on_signal(ctx, &si);
+		return 0;
+	}
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return 0;
+	return n < 0 ? -errno : -EIO;
+}
+
+/* Sleep until something may be ours, a wake-up, or the back-off bound;
+ * a number pending for the process is not watched (it would not let us
+ * sleep). */
+static int sleep_once(struct imm_ctx *ctx, uint64_t theirs, int timeout_ms)
+{
+	struct pollfd fds[3] = {
+		{ .fd = ctx->wake_fd, .events = POLLIN },
+		{ .fd = ctx->sig_fd, .events = POLLIN },
+		{ .fd = ctx->sigio_fd, .events = POLLIN },
+	};
+	uint64_t count;
+
+	if (theirs & bit(ctx->signo))
+		fds[1].fd = -1;
+	if (theirs & bit(SIGIO))
+		fds[2].fd = -1;
+	if (poll(fds, 3, timeout_ms) < 0)
+		return errno == EINTR ? 0 : -errno;
+	if ((fds[0].revents & POLLIN) &&
+	    read(ctx->wake_fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
+		return -errno;
+	return 0;
+}
+
+static int notifier_loop(struct imm_ctx *ctx)
+{
+	int backoff = 0, r;
+	bool told = false;
+
+	while (!atomic_load(&ctx->notifier_stop) && !ctx->free_on_notifier_exit) {
+		uint64_t mine, theirs, t = imm_now_ns();
+
+		imm_event_deliver_late_all(ctx);
+		r = pending(ctx, &mine, &theirs);
+		if (r < 0)
+			return r;
+		if (mine) {
+			if (!atomic_load(&ctx->busy_since))
+				atomic_store(&ctx->busy_since,
+					     atomic_load(&ctx->quiet_ns));
+			r = take_one(ctx, mine);
+			if (r < 0)
+				return r;
+			continue;
+		}
+		/* empty at t: a later break started after t */
+		atomic_store(&ctx->quiet_ns, t);
+		atomic_store(&ctx->busy_since, 0);
+		if (theirs && !told) {
+			info(ctx, "signal %d is pending for the process and the "
+				  "notifier leaves it to the application; until it "
+				  "is taken, breaks may be seen up to %d ms late",
+			     (theirs & bit(SIGIO)) ? SIGIO : ctx->signo,
+			     BACKOFF_MAX_MS);
+			told = true;
+		}
+		backoff = !theirs ? 0 : !backoff ? BACKOFF_MIN_MS :
+			  backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+		r = sleep_once(ctx, theirs, theirs ? backoff : -1);
+		if (r < 0)
+			return r;
+		atomic_store(&ctx->quiet_ns, imm_now_ns());
+	}
+	return 0;
+}
+
+static int notifier_open(struct imm_ctx *ctx)
+{
+	char path[64];
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, ctx->signo);
+	ctx->sig_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (ctx->sig_fd < 0)
+		return -errno;
+	sigemptyset(&set);
+	sigaddset(&set, SIGIO);	/* the kernel's fallback when the queue is full */
+	ctx->sigio_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (ctx->sigio_fd < 0)
+		return -errno;
+	snprintf(path, sizeof(path), "/proc/self/task/%d/status",
+		 (int)ctx->notifier_tid);
+	ctx->status_fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (ctx->status_fd < 0)
+		return -errno;
+	return 0;
+}
+
+/* Every exit path: the thread's own fds go with it. */
+static void notifier_close(struct imm_ctx *ctx)
+{
+	if (ctx->sig_fd >= 0)
+		close(ctx->sig_fd);
+	if (ctx->sigio_fd >= 0)
+		close(ctx->sigio_fd);
+	if (ctx->status_fd >= 0)
+		close(ctx->status_fd);
+	ctx->sig_fd = ctx->sigio_fd = ctx->status_fd = -1;
 }
 
 static void *notifier_main(void *arg)
 {
 	struct start_arg *sa = arg;
 	struct imm_ctx *ctx = sa->ctx;
-	sigset_t set;
+	uint64_t one = 1;
+	int r;
 
 	ctx->notifier_tid = gettid();
+	atomic_store(&ctx->quiet_ns, imm_now_ns());
+	r = notifier_open(ctx);
+	sa->r = r;
 	sem_post(&sa->started);	/* sa is gone after this */
-
-	sigemptyset(&set);
-	sigaddset(&set, ctx->signo);
-	sigaddset(&set, SIGIO);	/* the kernel's fallback when the queue is full */
-	for (;;) {
-		struct timespec ts;
-		siginfo_t si;
-		int sig = sigtimedwait(&set, &si, timeout(ctx, &ts));
-
-		if (atomic_load(&ctx->notifier_stop))
-			break;
-		if (sig > 0) {
-			on_signal(ctx, &si);
-		} else if (errno == EAGAIN) {
-			revoke_due(ctx);	/* the timeout is the revoke time */
-		} else if (errno != EINTR) {
-			err(ctx, "notifier: sigtimedwait: %s; breaks are no longer "
-				 "delivered", strerror(errno));
-			break;
-		}
-		if (ctx->free_on_notifier_exit) {
-			/* The last reference went away on this thread. */
-			pthread_detach(pthread_self());
-			ctx->notifier_running = false;
-			imm_ctx_destroy(ctx);
-			return NULL;
-		}
+	if (r < 0) {
+		notifier_close(ctx);
+		return NULL;
+	}
+	if (ctx->notifier_rescan) {
+		ctx->notifier_rescan = false;
+		rescan(ctx);	/* breaks the dead notifier never read */
+	}
+	r = notifier_loop(ctx);
+	notifier_close(ctx);
+	if (ctx->free_on_notifier_exit) {
+		/* The last reference went away on this thread. */
+		pthread_detach(pthread_self());
+		imm_ctx_destroy(ctx);
+		return NULL;
+	}
+	if (r < 0) {
+		err(ctx, "notifier thread: %s; breaks are not delivered until "
+			 "the next imm_seal() or imm_ctx_dispatch() restarts it",
+		    strerror(-r));
+		atomic_store(&ctx->notifier_error, r);
+		atomic_store(&ctx->notifier_dead, true);
+		/* wake a poller: its dispatch restarts us */
+		if (write(ctx->event_fd, &one, sizeof(one)) < 0)
+			dbg(ctx, "eventfd write: %s", strerror(errno));
 	}
 	return NULL;
 }
 
-static int start_locked(struct imm_ctx *ctx)
+/* ------------------------------------------------------------ revoker */
+
+/* h->lock held, state BREAKING: tear down; loud when the kernel's deadline
+ * has passed (its lease may be gone while MRs still targeted the pages). */
+static struct imm_event *revoke_now(struct imm_ctx *ctx, struct imm_handle *h)
+{
+	uint64_t deadline = h->deadline_ns, now = imm_now_ns();
+	struct imm_event *ev;
+
+	if (imm_seal_teardown(h, IMM_STATE_REVOKED) < 0) {
+		/* still BREAKING, as in the kernel */
+		err(ctx, "fd %d: could not revoke a recalled seal; "
+			 "imm_release() retries it", h->fd);
+		return NULL;
+	}
+	if (now >= deadline)
+		err(ctx, "fd %d: revoked a seal %llu ms AFTER the kernel's "
+			 "deadline: the kernel may have dropped it while mappings "
+			 "and registrations still targeted its blocks; this "
+			 "process was not scheduled in time: raise the revoke "
+			 "margin or lease-break-time", h->fd,
+		    (unsigned long long)((now - deadline) / NSEC_PER_MSEC));
+	else
+		warn(ctx, "revoked a seal %llu ms before the kernel's deadline: "
+			  "the application did not release it",
+		     (unsigned long long)((deadline - now) / NSEC_PER_MSEC));
+	ev = imm_event_new(IMM_EVENT_REVOKED, h);
+	if (ev)
+		ev->deadline_ns = deadline;
+	return ev;
+}
+
+/* ctx->lock held: take the first due handle whose lock is free.  A handle
+ * whose lock is busy stays listed and never holds up another's revoke. */
+static struct imm_handle *take_due(struct imm_ctx *ctx, uint64_t now,
+				   bool *ret_busy)
+{
+	for (struct imm_handle **pp = &ctx->breaking;
+	     *pp && (*pp)->revoke_ns <= now; pp = &(*pp)->breaking_next) {
+		struct imm_handle *h = *pp;
+
+		if (pthread_mutex_trylock(&h->lock)) {
+			*ret_busy = true;
+			continue;
+		}
+		*pp = h->breaking_next;
+		h->breaking_next = NULL;
+		return imm_handle_ref(h);	/* locked */
+	}
+	return NULL;
+}
+
+/* true: a due handle was busy, try again soon */
+static bool revoke_due(struct imm_ctx *ctx)
+{
+	bool busy = false;
+
+	for (;;) {
+		struct imm_event *ev = NULL;
+		struct imm_handle *h;
+
+		pthread_mutex_lock(&ctx->lock);
+		h = take_due(ctx, imm_now_ns(), &busy);
+		pthread_mutex_unlock(&ctx->lock);
+		if (!h)
+			return busy;
+		if (h->state == IMM_STATE_BREAKING)
+			ev = revoke_now(ctx, h);
+		pthread_mutex_unlock(&h->lock);
+		if (ev)
+			imm_event_deliver_later(ctx, ev);
+		imm_handle_unref(h);
+	}
+}
+
+/*
+ * The notifier has held a signal for a while (a slow callback, a verify):
+ * breaks queued behind it would be planned too late.  Ask the seals
+ * themselves, skipping handles whose lock is busy (the next round gets
+ * them), and plan from when the notifier was last idle.
+ */
+static void late_scan(struct imm_ctx *ctx, uint64_t since)
+{
+	struct imm_handle **all;
+	size_t n = 0;
+
+	all = all_handles(ctx, &n);
+	for (size_t i = 0; all && i < n; i++) {
+		struct imm_handle *h = all[i];
+		struct imm_event *ev = NULL;
+
+		if (pthread_mutex_trylock(&h->lock) == 0) {
+			if ((h->state == IMM_STATE_SEALED ||
+			     h->state == IMM_STATE_DEFEATED) && !h->sealing &&
+			    imm_handle_backend(h)->break_pending(h) == 1) {
+				warn(ctx, "fd %d: a break waited behind the "
+					  "notifier, busy for %llu ms (a slow "
+					  "callback?); planned from when it was "
+					  "last idle", h->fd,
+				     (unsigned long long)((imm_now_ns() - since) /
+							  NSEC_PER_MSEC));
+				ev = begin_break(ctx, h, since);
+			}
+			pthread_mutex_unlock(&h->lock);
+		}
+		if (ev)
+			imm_event_deliver_later(ctx, ev);
+		imm_handle_unref(h);
+	}
+	free(all);
+}
+
+static void *revoker_main(void *arg)
+{
+	struct imm_ctx *ctx = arg;
+
+	pthread_mutex_lock(&ctx->lock);
+	while (!atomic_load(&ctx->notifier_stop)) {
+		uint64_t now = imm_now_ns(), late = late_ns(ctx), at, since;
+		struct timespec ts;
+		bool busy;
+
+		pthread_mutex_unlock(&ctx->lock);
+		since = atomic_load(&ctx->busy_since);
+		if (since && now > since && now - since >= late)
+			late_scan(ctx, since);
+		busy = revoke_due(ctx);
+		if (ctx->free_on_revoker_exit) {
+			/* The last reference went away on this thread. */
+			pthread_detach(pthread_self());
+			imm_ctx_destroy(ctx);
+			return NULL;
+		}
+		pthread_mutex_lock(&ctx->lock);
+		now = imm_now_ns();
+		at = now + (busy ? NSEC_PER_MSEC : late);
+		if (ctx->breaking && ctx->breaking->revoke_ns < at)
+			at = ctx->breaking->revoke_ns;
+		ts.tv_sec = (time_t)(at / NSEC_PER_SEC);
+		ts.tv_nsec = (long)(at % NSEC_PER_SEC);
+		if (!atomic_load(&ctx->notifier_stop) && at > now)
+			pthread_cond_timedwait(&ctx->revoke_cond, &ctx->lock, &ts);
+	}
+	pthread_mutex_unlock(&ctx->lock);
+	return NULL;
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+static void wake_notifier(struct imm_ctx *ctx)
+{
+	uint64_t one = 1;
+
+	if (write(ctx->wake_fd, &one, sizeof(one)) < 0)
+		dbg(ctx, "wake eventfd write: %s", strerror(errno));
+}
+
+static int start_threads(struct imm_ctx *ctx)
 {
 	struct start_arg sa = { .ctx = ctx };
 	pthread_attr_t attr;
@@ -336,25 +629,56 @@ static int start_locked(struct imm_ctx *ctx)
 
 	if (sem_init(&sa.started, 0, 0) < 0)
 		return -errno;
-	/* Born with every signal blocked: it must never run a host handler,
-	 * and the break signal must stay pending until it waits for it. */
+	/* Born with every signal blocked: they must never run a host handler,
+	 * and the break signal must stay pending until the notifier reads it. */
 	sigfillset(&all);
-	atomic_store(&ctx->notifier_stop, false);
 	r = -pthread_attr_init(&attr);
 	if (r == 0)
 		r = -pthread_attr_setsigmask_np(&attr, &all);
 	if (r == 0)
 		r = -pthread_create(&ctx->notifier, &attr, notifier_main, &sa);
+	if (r == 0) {
+		while (sem_wait(&sa.started) < 0 && errno == EINTR)
+			;
+		r = sa.r;
+		if (r < 0)
+			pthread_join(ctx->notifier, NULL);
+	}
+	if (r == 0) {
+		r = -pthread_create(&ctx->revoker, &attr, revoker_main, ctx);
+		if (r < 0) {
+			atomic_store(&ctx->notifier_stop, true);
+			wake_notifier(ctx);
+			pthread_join(ctx->notifier, NULL);
+		}
+	}
 	pthread_attr_destroy(&attr);
-	if (r < 0) {
-		sem_destroy(&sa.started);
-		err(ctx, "cannot start the notifier thread: %s", strerror(-r));
+	sem_destroy(&sa.started);
+	return r;
+}
+
+/* ctx->lock held */
+static int start_locked(struct imm_ctx *ctx)
+{
+	int r;
+
+	ctx->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (ctx->wake_fd < 0) {
+		r = -errno;
+		err(ctx, "cannot start the notifier: eventfd: %s; raise "
+			 "RLIMIT_NOFILE", strerror(-r));
 		return r;
 	}
-	while (sem_wait(&sa.started) < 0 && errno == EINTR)
-		;
-	sem_destroy(&sa.started);
-	ctx->notifier_running = true;
+	atomic_store(&ctx->notifier_stop, false);
+	atomic_store(&ctx->notifier_dead, false);
+	r = start_threads(ctx);
+	if (r < 0) {
+		err(ctx, "cannot start the notifier thread: %s", strerror(-r));
+		close(ctx->wake_fd);
+		ctx->wake_fd = -1;
+		return r;
+	}
+	ctx->notifier_running = ctx->revoker_running = true;
 	dbg(ctx, "notifier thread %d listens on signal %d", ctx->notifier_tid,
 	    ctx->signo);
 	return 0;
@@ -382,34 +706,112 @@ int imm_notifier_aim(struct imm_handle *h)
 	return 0;
 }
 
+
+/* ctx->lock held (dropped while joining): both threads gone, fds closed. */
+static void stop_locked(struct imm_ctx *ctx)
+{
+	bool self_n = ctx->notifier_running &&
+		      pthread_equal(pthread_self(), ctx->notifier);
+	bool self_r = ctx->revoker_running &&
+		      pthread_equal(pthread_self(), ctx->revoker);
+
+	atomic_store(&ctx->notifier_stop, true);
+	wake_notifier(ctx);
+	pthread_cond_broadcast(&ctx->revoke_cond);
+	pthread_mutex_unlock(&ctx->lock);
+	if (ctx->revoker_running && !self_r)
+		pthread_join(ctx->revoker, NULL);
+	if (ctx->notifier_running && !self_n)
+		pthread_join(ctx->notifier, NULL);
+	pthread_mutex_lock(&ctx->lock);
+	ctx->notifier_running = ctx->revoker_running = false;
+	if (ctx->wake_fd >= 0)
+		close(ctx->wake_fd);
+	ctx->wake_fd = -1;
+}
+
+/* A new notifier: every seal aimed at it, and checked for breaks the dead
+ * one left unread (their signals died with it). */
+static int restart_locked(struct imm_ctx *ctx)
+{
+	int r;
+
+	stop_locked(ctx);
+	ctx->notifier_rescan = true;
+	r = start_locked(ctx);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < ctx->by_fd_len; i++) {
+		struct f_owner_ex owner = {
+			.type = F_OWNER_TID,
+			.pid = ctx->notifier_tid,
+		};
+
+		if (ctx->by_fd[i] &&
+		    fcntl(ctx->by_fd[i]->fd, F_SETOWN_EX, &owner) < 0)
+			warn(ctx, "fd %zu: cannot aim it at the new notifier: %s",
+			     i, strerror(errno));
+	}
+	return 0;
+}
+
 int imm_notifier_start(struct imm_ctx *ctx)
 {
 	int r = 0;
 
 	pthread_mutex_lock(&ctx->lock);
-	if (!ctx->notifier_running)
+	if (ctx->notifier_running && atomic_load(&ctx->notifier_dead)) {
+		err(ctx, "the notifier thread had stopped (%s); restarting it "
+			 "and checking every seal",
+		    strerror(-atomic_load(&ctx->notifier_error)));
+		r = restart_locked(ctx);
+	} else if (!ctx->notifier_running) {
 		r = start_locked(ctx);
+	}
 	pthread_mutex_unlock(&ctx->lock);
 	return r;
 }
 
-/* In a forked child the thread does not exist: nothing to do there. */
+/* A dead notifier is restarted; its error is returned once. */
+int imm_notifier_check(struct imm_ctx *ctx, const char *what)
+{
+	int r, e;
+
+	if (!atomic_load(&ctx->notifier_dead))
+		return 0;
+	r = imm_notifier_start(ctx);
+	e = atomic_exchange(&ctx->notifier_error, 0);
+	if (e < 0) {
+		err(ctx, "%s: the notifier had stopped: %s; %s", what,
+		    strerror(-e), r < 0 ? "restarting it failed" :
+		    "restarted it and checked every seal");
+		return e;
+	}
+	return r;
+}
+
+/* In a forked child the threads do not exist: just close the fd copies. */
 void imm_notifier_stop(struct imm_ctx *ctx)
 {
-	if (ctx->notifier_running && !imm_forked(ctx)) {
-		/*
-		 * SIGIO, not the RT signal: a legacy signal is delivered even
-		 * when RLIMIT_SIGPENDING leaves no room to queue one, and the
-		 * thread checks the flag before it looks at what it read.
-		 */
-		atomic_store(&ctx->notifier_stop, true);
-		syscall(SYS_tgkill, getpid(), ctx->notifier_tid, SIGIO);
-		pthread_join(ctx->notifier, NULL);
+	if (imm_forked(ctx)) {
+		int fds[4] = { ctx->wake_fd, ctx->sig_fd, ctx->sigio_fd,
+			       ctx->status_fd };
+
+		for (int i = 0; i < 4; i++)
+			if (fds[i] >= 0)
+				close(fds[i]);
+		ctx->wake_fd = ctx->sig_fd = ctx->sigio_fd = ctx->status_fd = -1;
+	} else if (ctx->notifier_running) {
+		pthread_mutex_lock(&ctx->lock);
+		stop_locked(ctx);
+		pthread_mutex_unlock(&ctx->lock);
 	}
-	ctx->notifier_running = false;
+	ctx->notifier_running = ctx->revoker_running = false;
 }
 
 bool imm_notifier_is_self(const struct imm_ctx *ctx)
 {
-	return ctx->notifier_running && pthread_equal(pthread_self(), ctx->notifier);
+	return (ctx->notifier_running &&
+		pthread_equal(pthread_self(), ctx->notifier)) ||
+	       (ctx->revoker_running && pthread_equal(pthread_self(), ctx->revoker));
 }

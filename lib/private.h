@@ -74,12 +74,20 @@ struct imm_map {
 
 struct imm_ctx {
 	atomic_int refcount;
-	pid_t pid;			/* fork detection */
+	pid_t pid;			/* fork detection when no token page */
+	/* MADV_WIPEONFORK page holding a nonzero token: it reads 0 in any
+	 * child, whatever pid the child got (util.c) */
+	volatile uint64_t *fork_token;
 	void *userdata;
 
-	imm_log_fn log_fn;
-	void *log_data;
-	int log_priority;
+	/* The log hook: fn and data change together (log.c).  A seqlock:
+	 * writers (under log_lock) make log_seq odd while they store, readers
+	 * retry until they read both under one even value. */
+	_Atomic(imm_log_fn) log_fn;
+	_Atomic(void *) log_data;
+	atomic_uint log_seq;
+	pthread_mutex_t log_lock;
+	atomic_int log_priority;
 
 	const struct imm_seal_backend *backend;
 	bool backend_forced;		/* LIBIMMUTABLE_BACKEND: no fallback */
@@ -107,7 +115,28 @@ struct imm_ctx {
 	pthread_t notifier;
 	pid_t notifier_tid;
 	atomic_bool notifier_stop;
+	atomic_bool notifier_dead;	/* it stopped on an error ... */
+	atomic_int notifier_error;	/* ... this -errno, reported once */
+	int wake_fd;			/* eventfd: asks the notifier to stop */
+	int sig_fd;			/* the notifier's signalfds, its own: */
+	int sigio_fd;			/* ctx->signo's, SIGIO's */
+	int status_fd;			/* its /proc/self/task/TID/status */
 	bool free_on_notifier_exit;	/* last unref ran on the notifier */
+	bool free_on_revoker_exit;	/* ... or on the revoker */
+	bool notifier_rescan;		/* a new notifier checks every seal */
+	/* The earliest time the kernel can have started a break the
+	 * notifier has not dequeued yet: when it last saw its queue empty, or
+	 * woke up.  0 while it sleeps with nothing pending.  The revoker
+	 * plans from it when the notifier is late. */
+	_Atomic uint64_t quiet_ns;
+	_Atomic uint64_t busy_since;
+
+	/* revoker thread (notify.c): deadlines, independent of the notifier
+	 * (which may be inside a slow callback); waits on revoke_cond */
+	bool revoker_running;
+	pthread_t revoker;
+	pthread_cond_t revoke_cond;	/* CLOCK_MONOTONIC, with ctx->lock */
+	struct imm_event *late;		/* async events for the notifier */
 
 	/* RC ODP caps per verbs device context (verbs.c), under ctx->lock:
 	 * asked once, not on every registration */
@@ -187,6 +216,8 @@ void imm_range_align(uint64_t offset, uint64_t length, uint32_t block,
 		     uint64_t *ret_start, uint64_t *ret_end);
 int imm_opts_check(const void *opts, size_t known_size, size_t given_size);
 bool imm_forked(const struct imm_ctx *ctx);
+void imm_fork_token_init(struct imm_ctx *ctx);
+void imm_fork_token_free(struct imm_ctx *ctx);
 bool imm_fd_is_dax(int fd);
 int imm_check_fork(const struct imm_ctx *ctx, const char *what);
 
@@ -301,12 +332,19 @@ int imm_notifier_start(struct imm_ctx *ctx);
 int imm_notifier_aim(struct imm_handle *h);
 void imm_notifier_stop(struct imm_ctx *ctx);
 bool imm_notifier_is_self(const struct imm_ctx *ctx);
+int imm_notifier_check(struct imm_ctx *ctx, const char *what);
+/* a break signal naming fd (unit tests call it directly) */
+void imm_notifier_on_break_fd(struct imm_ctx *ctx, int fd);
 void imm_breaking_remove(struct imm_ctx *ctx, struct imm_handle *h);
 
 /* event.c */
 struct imm_event *imm_event_new(int type, struct imm_handle *h);
 void imm_event_post(struct imm_ctx *ctx, struct imm_event *ev);
 void imm_event_deliver(struct imm_ctx *ctx, struct imm_event *ev);
+/* from a thread that must not run the async callback: queue it for the
+ * notifier */
+void imm_event_deliver_later(struct imm_ctx *ctx, struct imm_event *ev);
+void imm_event_deliver_late_all(struct imm_ctx *ctx);
 void imm_event_purge_handle(struct imm_ctx *ctx, struct imm_handle *h);
 void imm_event_purge_all(struct imm_ctx *ctx);
 bool imm_event_stale(const struct imm_event *ev);

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -100,8 +101,49 @@ int imm_opts_check(const void *opts, size_t known_size, size_t given_size)
 	return 0;
 }
 
+/*
+ * A pid can come back: a grandchild in a new PID namespace, or after pid
+ * wrap-around, may get the creator's pid.  A MADV_WIPEONFORK page cannot:
+ * every child reads it as zero.  The pid is the fallback on kernels without
+ * MADV_WIPEONFORK (before 4.14).
+ */
+#define FORK_TOKEN 0x696d6d7574626c65ull	/* any nonzero value */
+
+void imm_fork_token_init(struct imm_ctx *ctx)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	void *p;
+
+	ctx->pid = getpid();
+	ctx->fork_token = NULL;
+	p = mmap(NULL, (size_t)page, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED) {
+		dbg(ctx, "no fork token page (%s): fork detection by pid",
+		    strerror(errno));
+		return;
+	}
+	if (madvise(p, (size_t)page, MADV_WIPEONFORK) < 0) {
+		dbg(ctx, "MADV_WIPEONFORK: %s: fork detection by pid",
+		    strerror(errno));
+		munmap(p, (size_t)page);
+		return;
+	}
+	ctx->fork_token = p;
+	*ctx->fork_token = FORK_TOKEN;
+}
+
+void imm_fork_token_free(struct imm_ctx *ctx)
+{
+	if (ctx->fork_token)
+		munmap((void *)ctx->fork_token, (size_t)sysconf(_SC_PAGESIZE));
+	ctx->fork_token = NULL;
+}
+
 bool imm_forked(const struct imm_ctx *ctx)
 {
+	if (ctx->fork_token)
+		return *ctx->fork_token != FORK_TOKEN;
 	return getpid() != ctx->pid;
 }
 

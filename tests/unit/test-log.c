@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <pthread.h>
 
 #include "private.h"
 
@@ -111,12 +112,73 @@ static void env_override(void **state)
 	assert_int_equal(imm_ctx_get_log_priority(NULL), -EINVAL);
 }
 
+/* Two hooks, each with its own data: a call of one with the other's data
+ * is a torn swap. */
+static int tag_a, tag_b;
+static atomic_int torn, calls;
+
+static void hook_a(void *data, int priority, const char *file, int line,
+		   const char *fn, const char *format, va_list args)
+{
+	(void)priority, (void)file, (void)line, (void)fn, (void)format, (void)args;
+	if (data != &tag_a)
+		atomic_fetch_add(&torn, 1);
+	atomic_fetch_add(&calls, 1);
+}
+
+static void hook_b(void *data, int priority, const char *file, int line,
+		   const char *fn, const char *format, va_list args)
+{
+	(void)priority, (void)file, (void)line, (void)fn, (void)format, (void)args;
+	if (data != &tag_b)
+		atomic_fetch_add(&torn, 1);
+	atomic_fetch_add(&calls, 1);
+}
+
+enum { LOGS = 300000, SWAPS = 300000 };
+
+static void *logger(void *arg)
+{
+	struct imm_ctx *ctx = arg;
+
+	for (int i = 0; i < LOGS; i++)
+		err(ctx, "message %d", i);
+	return NULL;
+}
+
+static void hook_swap_never_tears(void **state)
+{
+	pthread_t t[2];
+	struct imm_ctx *ctx;
+
+	(void)state;
+	unsetenv("LIBIMMUTABLE_LOG");
+	assert_int_equal(imm_ctx_new(&ctx), 0);
+	imm_ctx_set_log_fn(ctx, hook_a, &tag_a);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, logger, ctx), 0);
+	for (int i = 0; i < SWAPS; i++) {
+		if (i % 2)
+			imm_ctx_set_log_fn(ctx, hook_a, &tag_a);
+		else
+			imm_ctx_set_log_fn(ctx, hook_b, &tag_b);
+	}
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	printf("# %d torn hook calls in %d\n", atomic_load(&torn),
+	       atomic_load(&calls));
+	assert_int_equal(atomic_load(&calls), 2 * LOGS);
+	assert_int_equal(atomic_load(&torn), 0);
+	imm_ctx_unref(ctx);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(silent_by_default),
 		cmocka_unit_test(hook_gets_errors_with_priority),
 		cmocka_unit_test(env_override),
+		cmocka_unit_test(hook_swap_never_tears),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

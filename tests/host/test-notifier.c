@@ -1,0 +1,279 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/*
+ * The notifier's contract with its host: it takes only the signals the
+ * kernel aimed at its own thread (never the application's, even of the
+ * same numbers), revokes before the kernel's deadline even when it is late
+ * itself, and a context knows it was forked even when pids repeat.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fixture.h"
+
+#define SEC 1000000000ull
+#define FILE_SIZE (1u << 20)
+
+static void make_file(const char *name, char *path)
+{
+	fx_path(&fx_ext4, name, path);
+	unlink(path);
+	fx_write_pattern(path, 0, FILE_SIZE, 7);
+}
+
+struct seen {
+	int recalls;
+	int release_rc;
+};
+
+static void release_on_recall(struct imm_event *ev, void *data)
+{
+	struct seen *s = data;
+
+	if (imm_event_get_type(ev) != IMM_EVENT_RECALL)
+		return;
+	s->release_rc |= imm_release(imm_event_get_handle(ev));
+	__atomic_add_fetch(&s->recalls, 1, __ATOMIC_SEQ_CST);
+}
+
+/* Wait (bounded) for one signal the application sent itself. */
+static bool got_(int sig, int code)
+{
+	struct timespec ts = { 1, 0 };
+	siginfo_t si;
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, sig);
+	return sigtimedwait(&set, &si, &ts) == sig && si.si_code == code;
+}
+
+static bool got(int sig, int code)
+{
+	bool ok = got_(sig, code);
+
+	if (!ok)
+		printf("# missed signal %d code %d\n", sig, code);
+	return ok;
+}
+
+/*
+ * While seals break around it, the application blocks SIGIO and the
+ * context's own signal and takes them itself: its kill(), an O_ASYNC pipe's
+ * SIGIO, a sigqueue() of the library's number.  Every one reaches it, and
+ * every break is still delivered.
+ */
+static void application_signals_stay_the_applications(void **state)
+{
+	enum { ROUNDS = 10 };
+	struct seen s = { 0 };
+	struct imm_handle *h;
+	struct imm_ctx *ctx;
+	struct fx_log log;
+	int pfd[2], mine = 0, signo;
+	char p[PATH_MAX], c;
+	sigset_t set, old;
+
+	(void)state;
+	fx_need_root("a scratch ext4 on a loop device");
+	make_file("signals", p);
+	ctx = fx_ctx(&log);
+	signo = imm_ctx_get_signal(ctx);
+	sigemptyset(&set);
+	sigaddset(&set, SIGIO);
+	sigaddset(&set, signo);
+	assert_int_equal(pthread_sigmask(SIG_BLOCK, &set, &old), 0);
+	assert_int_equal(pipe2(pfd, O_CLOEXEC | O_NONBLOCK), 0);
+	assert_int_equal(fcntl(pfd[0], F_SETOWN, getpid()), 0);
+	assert_int_equal(fcntl(pfd[0], F_SETFL, O_ASYNC | O_NONBLOCK), 0);
+	assert_int_equal(imm_ctx_set_event_fn(ctx, release_on_recall, &s, 0), 0);
+	h = fx_seal(ctx, p, IMM_SEAL_EXCLUSIVE, FILE_SIZE);
+	for (int i = 0; i < ROUNDS; i++) {
+		pid_t pid = fx_breaker_start(p, i % 2 ? FX_OPEN_RDONLY :
+						    FX_OPEN_RDWR);
+		union sigval v = { .sival_int = i };
+		uint64_t end = fx_now_ns() + 20 * SEC;
+
+		/* sent while the break is under way, taken only after the
+		 * library had every chance to take it (a signal wakes a thread
+		 * that waits for it: here only the notifier could) */
+		kill(getpid(), SIGIO);
+		while (__atomic_load_n(&s.recalls, __ATOMIC_SEQ_CST) < i + 1) {
+			assert_true(fx_now_ns() < end);
+			assert_true(fx_dispatch_wait(ctx, 100) >= 0);
+		}
+		mine += got(SIGIO, SI_USER);
+		assert_int_equal(write(pfd[1], "x", 1), 1);
+		fx_breaker_wait(pid);
+		mine += got(SIGIO, SI_KERNEL);	/* no F_SETSIG: plain SIGIO */
+		assert_int_equal(read(pfd[0], &c, 1), 1);
+		assert_int_equal(sigqueue(getpid(), signo, v), 0);
+		assert_int_equal(imm_seal(h, 0, FILE_SIZE, IMM_SEAL_EXCLUSIVE,
+					  NULL), 0);
+		mine += got(signo, SI_QUEUE);
+	}
+	printf("# application received %d of %d of its own signals; "
+	       "%d of %d breaks delivered\n", mine, 3 * ROUNDS, s.recalls, ROUNDS);
+	assert_int_equal(mine, 3 * ROUNDS);
+	assert_int_equal(s.recalls, ROUNDS);
+	assert_int_equal(s.release_rc, 0);
+	assert_int_equal(log.errors, 0);
+	imm_handle_close(h);
+	imm_ctx_unref(ctx);
+	close(pfd[0]);
+	close(pfd[1]);
+	assert_int_equal(pthread_sigmask(SIG_SETMASK, &old, NULL), 0);
+}
+
+struct late {
+	struct imm_handle *slow;	/* its recall callback takes 3 s */
+	int entered;
+	int revoked;
+};
+
+static void slow_callback(struct imm_event *ev, void *data)
+{
+	struct late *l = data;
+	struct timespec ts = { 3, 0 };	/* > lease-break-time: the scenario */
+
+	if (imm_event_get_type(ev) == IMM_EVENT_REVOKED)
+		__atomic_add_fetch(&l->revoked, 1, __ATOMIC_SEQ_CST);
+	if (imm_event_get_type(ev) != IMM_EVENT_RECALL ||
+	    imm_event_get_handle(ev) != l->slow)
+		return;
+	__atomic_store_n(&l->entered, 1, __ATOMIC_SEQ_CST);
+	nanosleep(&ts, NULL);
+}
+
+/*
+ * A notifier made late: an async callback sleeps longer than
+ * lease-break-time for one handle's recall while another handle breaks.
+ * Both seals are revoked by the library (the breakers return before the
+ * kernel's 2 s deadline, not at it), never dropped by the kernel under us.
+ */
+static void late_notifier_still_revokes_in_time(void **state)
+{
+	struct late l = { 0 };
+	struct imm_handle *a, *b;
+	struct imm_ctx *ctx;
+	struct fx_log log;
+	char pa[PATH_MAX], pb[PATH_MAX];
+	uint64_t blocked_a, blocked_b, end;
+	pid_t ba, bb;
+
+	(void)state;
+	fx_need_root("writing /proc/sys/fs/lease-break-time");
+	make_file("late-a", pa);
+	make_file("late-b", pb);
+	fx_sysctl_set("/proc/sys/fs/lease-break-time", 2);
+	ctx = fx_ctx(&log);
+	assert_int_equal(imm_ctx_set_revoke_margin(ctx, 500), 0);
+	a = fx_seal(ctx, pa, IMM_SEAL_EXCLUSIVE, FILE_SIZE);
+	b = fx_seal(ctx, pb, IMM_SEAL_EXCLUSIVE, FILE_SIZE);
+	l.slow = a;
+	assert_int_equal(imm_ctx_set_event_fn(ctx, slow_callback, &l,
+					      IMM_EVENT_FN_ASYNC), 0);
+	ba = fx_breaker_start(pa, FX_OPEN_RDWR);
+	end = fx_now_ns() + 10 * SEC;
+	while (!__atomic_load_n(&l.entered, __ATOMIC_SEQ_CST)) {
+		assert_true(fx_now_ns() < end);
+		usleep(1000);
+	}
+	bb = fx_breaker_start(pb, FX_TRUNCATE);
+	blocked_a = fx_breaker_wait(ba);
+	blocked_b = fx_breaker_wait(bb);
+	printf("# breakers blocked %.3f s (slow handle), %.3f s (other); "
+	       "the kernel's deadline is 2 s\n", blocked_a / 1e9, blocked_b / 1e9);
+	/* revoked by the library at 1.5 s, not dropped by the kernel at 2 s */
+	assert_true(blocked_a < 1800000000ull);
+	assert_true(blocked_b < 1800000000ull);
+	assert_int_equal(imm_handle_get_state(a), IMM_STATE_REVOKED);
+	assert_int_equal(imm_handle_get_state(b), IMM_STATE_REVOKED);
+	assert_int_equal(fx_size(pb), 0);
+	imm_handle_close(a);
+	imm_handle_close(b);
+	imm_ctx_unref(ctx);
+}
+
+/* Fork, then fork into a new PID namespace: return what f exits with. */
+static int in_new_pidns(int (*f)(struct imm_ctx *), struct imm_ctx *ctx)
+{
+	int st;
+	pid_t pid;
+
+	if (unshare(CLONE_NEWPID) < 0)
+		return 100;
+	pid = fork();
+	if (pid < 0)
+		return 101;
+	if (pid == 0)
+		_exit(f(ctx));
+	if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st))
+		return 102;
+	return WEXITSTATUS(st);
+}
+
+/* pid 1 again, in a grandchild of the context's creator */
+static int grandchild(struct imm_ctx *ctx)
+{
+	if (getpid() != 1)
+		return 103;
+	return imm_ctx_get_fd(ctx) == -ECHILD ? 0 : 1;
+}
+
+static int creator_child(struct imm_ctx *ctx)
+{
+	pid_t pid;
+	int st;
+
+	(void)ctx;
+	if (getpid() != 1 || imm_ctx_new(&ctx) < 0)
+		return 104;
+	if (imm_ctx_get_fd(ctx) < 0)
+		return 105;	/* not forked yet */
+	pid = fork();	/* pid 2, which makes pid 1 again below */
+	if (pid == 0)
+		_exit(in_new_pidns(grandchild, ctx));
+	if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st))
+		return 106;
+	return WEXITSTATUS(st);
+}
+
+/* A child with the creator's very pid is still a child. */
+static void fork_detected_despite_same_pid(void **state)
+{
+	int st;
+	pid_t pid;
+
+	(void)state;
+	fx_need_root("PID namespaces (CLONE_NEWPID)");
+	pid = fork();
+	if (pid == 0)
+		_exit(in_new_pidns(creator_child, NULL));
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	if (WEXITSTATUS(st) == 1)
+		fail_msg("a grandchild with pid 1, like the context's creator, "
+			 "was not detected as forked");
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(application_signals_stay_the_applications),
+		cmocka_unit_test(late_notifier_still_revokes_in_time),
+		cmocka_unit_test(fork_detected_despite_same_pid),
+	};
+
+	return cmocka_run_group_tests(tests, fx_group_ext4_setup,
+				      fx_group_ext4_teardown);
+}

@@ -1,0 +1,135 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+/*
+ * A notifier whose wait fails with an errno it cannot handle stops; it must
+ * not stay "running" with breaks unserviced.  The failure is injected once
+ * (--wrap of the notifier's wait, old and new), then a real lease break on
+ * tmpfs must still be delivered, and the error seen by dispatch.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "private.h"
+
+static atomic_int fail_next;	/* the notifier's next wait fails */
+
+int __real_poll(struct pollfd *fds, nfds_t n, int timeout);
+int __wrap_poll(struct pollfd *fds, nfds_t n, int timeout);
+int __wrap_poll(struct pollfd *fds, nfds_t n, int timeout)
+{
+	if (atomic_exchange(&fail_next, 0)) {
+		errno = ENOMEM;
+		return -1;
+	}
+	return __real_poll(fds, n, timeout);
+}
+
+int __real_sigtimedwait(const sigset_t *set, siginfo_t *info,
+			const struct timespec *ts);
+int __wrap_sigtimedwait(const sigset_t *set, siginfo_t *info,
+			const struct timespec *ts);
+int __wrap_sigtimedwait(const sigset_t *set, siginfo_t *info,
+			const struct timespec *ts)
+{
+	if (atomic_exchange(&fail_next, 0)) {
+		errno = ENOMEM;
+		return -1;
+	}
+	return __real_sigtimedwait(set, info, ts);
+}
+
+static atomic_int recalls;
+
+static void on_event(struct imm_event *ev, void *data)
+{
+	(void)data;
+	if (imm_event_get_type(ev) == IMM_EVENT_RECALL) {
+		imm_release(imm_event_get_handle(ev));
+		atomic_fetch_add(&recalls, 1);
+	}
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void dead_notifier_restarts_and_breaks_arrive(void **state)
+{
+	char path[] = "/dev/shm/imm-death-XXXXXX";
+	struct imm_handle *h;
+	struct imm_ctx *ctx;
+	int fd, st, err_seen = 0;
+	uint64_t end;
+	pid_t pid;
+
+	(void)state;
+	if (geteuid() != 0) {
+		fprintf(stderr, "# skipped: leases on another's file need root\n");
+		skip();
+	}
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 65536), 0);
+	close(fd);
+	assert_int_equal(imm_ctx_new(&ctx), 0);
+	assert_int_equal(imm_ctx_set_event_fn(ctx, on_event, NULL, 0), 0);
+	assert_int_equal(imm_handle_open(ctx, path, IMM_RDWR, &h), 0);
+	atomic_store(&fail_next, 1);	/* the notifier's first wait */
+	assert_int_equal(imm_seal(h, 0, 65536, IMM_SEAL_EXCLUSIVE, NULL), 0);
+	end = now_ns() + 2000000000ull;
+	while (atomic_load(&fail_next) && now_ns() < end)
+		usleep(1000);
+	assert_int_equal(atomic_load(&fail_next), 0);	/* it was hit */
+
+	pid = fork();
+	if (pid == 0) {
+		int b = open(path, O_RDWR);	/* blocks until released */
+
+		_exit(b < 0 ? 1 : 0);
+	}
+	end = now_ns() + 10000000000ull;
+	while (atomic_load(&recalls) == 0 && now_ns() < end) {
+		struct pollfd p = { .fd = imm_ctx_get_fd(ctx), .events = POLLIN };
+		int r;
+
+		__real_poll(&p, 1, 100);
+		r = imm_ctx_dispatch(ctx);
+		if (r == -ENOMEM)
+			err_seen++;
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	printf("# recalls %d, dispatch saw the error %d time(s)\n",
+	       atomic_load(&recalls), err_seen);
+	assert_int_equal(err_seen, 1);
+	assert_int_equal(atomic_load(&recalls), 1);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	imm_handle_close(h);
+	imm_ctx_unref(ctx);
+	unlink(path);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(dead_notifier_restarts_and_breaks_arrive),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
