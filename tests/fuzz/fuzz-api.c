@@ -687,6 +687,8 @@ static void op_map_use(struct rd *r)
 		return;
 	addr = imm_map_get_addr(ms->m);
 	len = imm_map_get_length(ms->m);
+	if (!addr)	/* torn down with its seal: nothing to store into */
+		return;
 	if (b & 0x80) {	/* the library checks the range, not us */
 		off = pick_u64(r, len);
 		(void)imm_map_deep_flush(ms->m, addr + (off % (len + 8192)),
