@@ -351,6 +351,7 @@ void imm_ctx_untrack(struct imm_ctx *ctx, struct imm_handle *h)
 	pthread_mutex_lock(&ctx->lock);
 	if ((size_t)h->fd < ctx->by_fd_len && ctx->by_fd[h->fd] == h)
 		ctx->by_fd[h->fd] = NULL;
+	h->untracked = true;
 	pthread_mutex_unlock(&ctx->lock);
 }
 

@@ -63,16 +63,36 @@ static void kick(struct imm_ctx *ctx)
 		dbg(ctx, "eventfd write: %s", strerror(errno));
 }
 
-void imm_event_post(struct imm_ctx *ctx, struct imm_event *ev)
+/*
+ * ctx->lock held: queue ev, or drop it if its handle was closed.  A close
+ * untracks the handle under ctx->lock before it purges the handle's
+ * events, so an event is queued before that purge or not at all -- never
+ * after it, where it would keep the closed handle, and through it the
+ * context, alive.  False: ev was not queued, the caller unrefs it.
+ */
+static bool enqueue_locked(struct imm_ctx *ctx, struct imm_event *ev)
 {
-	pthread_mutex_lock(&ctx->lock);
+	if (ev->handle->untracked)
+		return false;
 	if (ctx->queue_tail)
 		ctx->queue_tail->next = ev;
 	else
 		ctx->queue_head = ev;
 	ctx->queue_tail = ev;
+	return true;
+}
+
+void imm_event_post(struct imm_ctx *ctx, struct imm_event *ev)
+{
+	bool queued;
+
+	pthread_mutex_lock(&ctx->lock);
+	queued = enqueue_locked(ctx, ev);
 	pthread_mutex_unlock(&ctx->lock);
-	kick(ctx);
+	if (queued)
+		kick(ctx);
+	else
+		imm_event_unref(ev);
 }
 
 /* Hand an event over: the async callback now, or the queue. */
@@ -101,9 +121,12 @@ void imm_event_deliver_later(struct imm_ctx *ctx, struct imm_event *ev)
 	uint64_t one = 1;
 	bool async;
 
+	bool gone;
+
 	pthread_mutex_lock(&ctx->lock);
 	async = ctx->event_fn && (ctx->event_flags & IMM_EVENT_FN_ASYNC);
-	if (async) {
+	gone = ev->handle->untracked;	/* as in enqueue_locked() */
+	if (async && !gone) {
 		struct imm_event **pp = &ctx->late;
 
 		while (*pp)
@@ -111,6 +134,10 @@ void imm_event_deliver_later(struct imm_ctx *ctx, struct imm_event *ev)
 		*pp = ev;
 	}
 	pthread_mutex_unlock(&ctx->lock);
+	if (gone) {
+		imm_event_unref(ev);
+		return;
+	}
 	if (!async) {
 		imm_event_post(ctx, ev);
 		return;
@@ -136,6 +163,16 @@ void imm_event_deliver_late_all(struct imm_ctx *ctx)
 	}
 }
 
+static void unref_list(struct imm_event *ev)
+{
+	while (ev) {
+		struct imm_event *next = ev->next;
+
+		imm_event_unref(ev);
+		ev = next;
+	}
+}
+
 static struct imm_event *take_all(struct imm_ctx *ctx)
 {
 	struct imm_event *list;
@@ -154,15 +191,35 @@ static struct imm_event *take_all(struct imm_ctx *ctx)
 static void put_back(struct imm_ctx *ctx, struct imm_event *head,
 		     struct imm_event *tail)
 {
+	struct imm_event *dead = NULL, **pp;
+
 	if (!head)
 		return;
 	pthread_mutex_lock(&ctx->lock);
-	tail->next = ctx->queue_head;
-	ctx->queue_head = head;
-	if (!ctx->queue_tail)
-		ctx->queue_tail = tail;
+	/* a handle closed on another thread meanwhile was purged without
+	 * these: drop its events here, as enqueue_locked() does */
+	for (pp = &head, tail = NULL; *pp;) {
+		struct imm_event *ev = *pp;
+
+		if (ev->handle->untracked) {
+			*pp = ev->next;
+			ev->next = dead;
+			dead = ev;
+		} else {
+			tail = ev;
+			pp = &ev->next;
+		}
+	}
+	if (tail) {
+		tail->next = ctx->queue_head;
+		ctx->queue_head = head;
+		if (!ctx->queue_tail)
+			ctx->queue_tail = tail;
+	}
 	pthread_mutex_unlock(&ctx->lock);
-	kick(ctx);
+	unref_list(dead);
+	if (tail)
+		kick(ctx);
 }
 
 IMM_EXPORT int imm_ctx_dispatch(struct imm_ctx *ctx)
@@ -276,34 +333,37 @@ IMM_EXPORT int imm_ctx_get_fd(struct imm_ctx *ctx)
 	return r < 0 ? r : ctx->event_fd;
 }
 
-static void unref_list(struct imm_event *ev)
+/* ctx->lock held: unlink h's events from list, onto *dead; the last left. */
+static struct imm_event *unlink_handle(struct imm_event **pp,
+				       struct imm_handle *h,
+				       struct imm_event **dead)
 {
-	while (ev) {
-		struct imm_event *next = ev->next;
+	struct imm_event *prev = NULL;
 
-		imm_event_unref(ev);
-		ev = next;
-	}
-}
-
-void imm_event_purge_handle(struct imm_ctx *ctx, struct imm_handle *h)
-{
-	struct imm_event *dead = NULL, **pp, *prev = NULL;
-
-	pthread_mutex_lock(&ctx->lock);
-	for (pp = &ctx->queue_head; *pp;) {
+	while (*pp) {
 		struct imm_event *ev = *pp;
 
 		if (ev->handle == h) {
 			*pp = ev->next;
-			ev->next = dead;
-			dead = ev;
+			ev->next = *dead;
+			*dead = ev;
 		} else {
 			prev = ev;
 			pp = &ev->next;
 		}
 	}
-	ctx->queue_tail = prev;
+	return prev;
+}
+
+/* h is CLOSED: drop its queued events and those the revoker left for the
+ * notifier's async callback, which hold h (and so the context). */
+void imm_event_purge_handle(struct imm_ctx *ctx, struct imm_handle *h)
+{
+	struct imm_event *dead = NULL;
+
+	pthread_mutex_lock(&ctx->lock);
+	ctx->queue_tail = unlink_handle(&ctx->queue_head, h, &dead);
+	unlink_handle(&ctx->late, h, &dead);
 	pthread_mutex_unlock(&ctx->lock);
 	unref_list(dead);
 }

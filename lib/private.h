@@ -178,6 +178,7 @@ struct imm_handle {
 	bool broken_while_sealing;	/* a break arrived during imm_seal() */
 	bool mismatch_reported;		/* one VERIFY_MISMATCH event per seal */
 	bool claimed;			/* seals its open file; under ctx->lock */
+	bool untracked;			/* closed: queue nothing; under ctx->lock */
 	dev_t dev;			/* the file, while claimed */
 	ino_t ino;
 	struct imm_extent_map snapshot;

@@ -89,6 +89,7 @@ uint64_t fx_breaker_wait(pid_t pid);
 uint64_t fx_breaker_wait_end(pid_t pid, uint64_t *ret_end);
 
 uint64_t fx_now_ns(void);
+unsigned fx_count_fds(void);	/* open now, not counting the reader's */
 
 /*
  * Bounded waits on conditions, never sleeps as synchronisation.

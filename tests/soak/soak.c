@@ -318,20 +318,6 @@ static void resume(void)
 
 /* ------------------------------------------------------------ figures */
 
-/* Open fds, not counting the one that reads the directory. */
-static unsigned count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *e;
-	unsigned n = 0;
-
-	assert_non_null(d);
-	while ((e = readdir(d)))
-		n += e->d_name[0] != '.' && atoi(e->d_name) != dirfd(d);
-	closedir(d);
-	return n;
-}
-
 static unsigned count_lines(const char *path)
 {
 	FILE *f = fopen(path, "re");
@@ -381,7 +367,7 @@ static void keep_maps(void)
 static struct figures measure(void)
 {
 	keep_maps();
-	return (struct figures){ .fds = count_fds(),
+	return (struct figures){ .fds = fx_count_fds(),
 				 .maps = count_lines("/proc/self/maps"),
 				 .rss = rss_kb() };
 }
