@@ -179,6 +179,12 @@ static void on_break(struct imm_ctx *ctx, struct imm_handle *h, bool named)
 	pthread_mutex_lock(&h->lock);
 	if (h->state == IMM_STATE_CLOSED)
 		goto out;
+	if (h->sealing && !named) {
+		/* a rescan while imm_seal() works unlocked: the lease may not
+		 * be taken yet, so ask again when the seal is committed */
+		h->recheck_at_commit = true;
+		goto out;
+	}
 	pending = imm_handle_backend(h)->break_pending(h);
 	if (pending != 1) {
 		/* a rescan asks every handle: only a named one was signalled */
@@ -687,18 +693,30 @@ static int start_locked(struct imm_ctx *ctx)
 /* Aim the handle's break signal at the notifier thread, thread-directed,
  * as ctx->signo: before a seal exists, so that no break can reach the
  * process as a plain SIGIO (default action: death). */
+static int aim_at(struct imm_handle *h, pid_t tid)
+{
+	struct f_owner_ex owner = { .type = F_OWNER_TID, .pid = tid };
+
+	if (fcntl(h->fd, F_SETOWN_EX, &owner) < 0 ||
+	    fcntl(h->fd, F_SETSIG, h->ctx->signo) < 0)
+		return -errno;
+	return 0;
+}
+
 int imm_notifier_aim(struct imm_handle *h)
 {
 	struct imm_ctx *ctx = h->ctx;
-	struct f_owner_ex owner = {
-		.type = F_OWNER_TID,
-		.pid = ctx->notifier_tid,
-	};
 	int r;
 
-	if (fcntl(h->fd, F_SETOWN_EX, &owner) < 0 ||
-	    fcntl(h->fd, F_SETSIG, ctx->signo) < 0) {
-		r = -errno;
+	r = aim_at(h, ctx->notifier_tid);
+	if (r == -ESRCH && atomic_load(&ctx->notifier_dead)) {
+		/* it died since imm_seal() started it: start a new one (its
+		 * error stays for imm_ctx_dispatch() to return once) */
+		r = imm_notifier_start(ctx);
+		if (r == 0)
+			r = aim_at(h, ctx->notifier_tid);
+	}
+	if (r < 0) {
 		err(ctx, "cannot direct break signals to the notifier: %s",
 		    strerror(-r));
 		return r;
@@ -775,11 +793,14 @@ int imm_notifier_start(struct imm_ctx *ctx)
 /* A dead notifier is restarted; its error is returned once. */
 int imm_notifier_check(struct imm_ctx *ctx, const char *what)
 {
-	int r, e;
+	int r = 0, e;
 
-	if (!atomic_load(&ctx->notifier_dead))
+	/* dead, or restarted by a seal since: its error is still due */
+	if (!atomic_load(&ctx->notifier_dead) &&
+	    !atomic_load(&ctx->notifier_error))
 		return 0;
-	r = imm_notifier_start(ctx);
+	if (atomic_load(&ctx->notifier_dead))
+		r = imm_notifier_start(ctx);
 	e = atomic_exchange(&ctx->notifier_error, 0);
 	if (e < 0) {
 		err(ctx, "%s: the notifier had stopped: %s; %s", what,

@@ -176,6 +176,7 @@ struct imm_handle {
 	int lease_break_time;		/* seconds, read when sealed */
 	bool sealing;			/* inside imm_seal() */
 	bool broken_while_sealing;	/* a break arrived during imm_seal() */
+	bool recheck_at_commit;		/* a rescan passed during imm_seal() */
 	bool mismatch_reported;		/* one VERIFY_MISMATCH event per seal */
 	bool claimed;			/* seals its open file; under ctx->lock */
 	bool untracked;			/* closed: queue nothing; under ctx->lock */

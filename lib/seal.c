@@ -469,6 +469,7 @@ static int seal_begin(struct imm_handle *h, uint64_t offset, uint64_t length,
 	s->alloc_only = !imm_fs_has_fiemap(h->fs_magic);
 	h->sealing = true;
 	h->broken_while_sealing = false;
+	h->recheck_at_commit = false;
 	h->state = IMM_STATE_OPEN;	/* a REVOKED handle seals afresh */
 	h->seal_flags = s->flags;	/* the backend's break check reads it */
 	return 0;
@@ -480,6 +481,10 @@ static int seal_commit(struct imm_handle *h, struct sealing *s, int r,
 		       uint32_t margin)
 {
 	h->sealing = false;
+	if (r == 0 && h->recheck_at_commit &&
+	    imm_handle_backend(h)->break_pending(h) == 1)
+		h->broken_while_sealing = true;
+	h->recheck_at_commit = false;
 	if (r == 0 && h->broken_while_sealing) {
 		err(h->ctx, "another process broke the seal while it was being "
 			    "taken (it %s the file); the seal was given up: retry",

@@ -15,12 +15,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include <linux/falloc.h>
 
 #include <cmocka.h>
 
 #include "private.h"
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23	/* Linux 5.14; glibc 2.36 names it */
+#endif
 
 /* Which call fails how; 0 = pass through. */
 struct fault {
@@ -58,7 +63,11 @@ int __real_madvise(void *addr, size_t len, int advice);
 int __wrap_madvise(void *addr, size_t len, int advice);
 int __wrap_madvise(void *addr, size_t len, int advice)
 {
-	return inject(&f_madvise) ? -1 : __real_madvise(addr, len, advice);
+	/* only preparation's write faults: a context's fork token page
+	 * (MADV_WIPEONFORK) is none of this test's business */
+	if (advice == MADV_POPULATE_WRITE && inject(&f_madvise))
+		return -1;
+	return __real_madvise(addr, len, advice);
 }
 
 int __real_fsync(int fd);

@@ -12,6 +12,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +52,43 @@ int __wrap_sigtimedwait(const sigset_t *set, siginfo_t *info,
 	return __real_sigtimedwait(set, info, ts);
 }
 
+/*
+ * With hold_aim set, the seal's F_SETOWN_EX waits until the notifier thread
+ * that imm_seal() started has died and is gone: the order a busy machine
+ * gives now and then, made certain.
+ */
+static atomic_int hold_aim;
+static struct imm_ctx *held_ctx;
+
+static bool task_gone(pid_t tid)
+{
+	char p[64];
+
+	snprintf(p, sizeof(p), "/proc/self/task/%d", (int)tid);
+	return access(p, F_OK) < 0;
+}
+
+int __real_fcntl(int fd, int cmd, ...);
+int __wrap_fcntl(int fd, int cmd, ...);
+int __wrap_fcntl(int fd, int cmd, ...)
+{
+	va_list ap;
+	void *arg;
+
+	va_start(ap, cmd);
+	arg = va_arg(ap, void *);	/* an int or a pointer: one slot */
+	va_end(ap);
+	if (cmd == F_SETOWN_EX && atomic_exchange(&hold_aim, 0)) {
+		for (int i = 0; i < 2000; i++) {
+			if (atomic_load(&held_ctx->notifier_dead) &&
+			    task_gone(held_ctx->notifier_tid))
+				break;
+			usleep(1000);
+		}
+	}
+	return __real_fcntl(fd, cmd, arg);
+}
+
 static atomic_int recalls;
 
 static void on_event(struct imm_event *ev, void *data)
@@ -70,7 +108,7 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static void dead_notifier_restarts_and_breaks_arrive(void **state)
+static void notifier_dies(bool before_aim)
 {
 	char path[] = "/dev/shm/imm-death-XXXXXX";
 	struct imm_handle *h;
@@ -79,7 +117,6 @@ static void dead_notifier_restarts_and_breaks_arrive(void **state)
 	uint64_t end;
 	pid_t pid;
 
-	(void)state;
 	if (geteuid() != 0) {
 		fprintf(stderr, "# skipped: leases on another's file need root\n");
 		skip();
@@ -91,8 +128,14 @@ static void dead_notifier_restarts_and_breaks_arrive(void **state)
 	assert_int_equal(imm_ctx_new(&ctx), 0);
 	assert_int_equal(imm_ctx_set_event_fn(ctx, on_event, NULL, 0), 0);
 	assert_int_equal(imm_handle_open(ctx, path, IMM_RDWR, &h), 0);
+	atomic_store(&recalls, 0);
+	held_ctx = ctx;
+	atomic_store(&hold_aim, before_aim);
 	atomic_store(&fail_next, 1);	/* the notifier's first wait */
+	/* a notifier that died before the seal was aimed at it is replaced,
+	 * not aimed at (the old code: -ESRCH) */
 	assert_int_equal(imm_seal(h, 0, 65536, IMM_SEAL_EXCLUSIVE, NULL), 0);
+	assert_int_equal(atomic_load(&hold_aim), 0);
 	end = now_ns() + 2000000000ull;
 	while (atomic_load(&fail_next) && now_ns() < end)
 		usleep(1000);
@@ -125,10 +168,23 @@ static void dead_notifier_restarts_and_breaks_arrive(void **state)
 	unlink(path);
 }
 
+static void dead_notifier_restarts_and_breaks_arrive(void **state)
+{
+	(void)state;
+	notifier_dies(false);
+}
+
+static void notifier_dead_before_the_seal_is_aimed(void **state)
+{
+	(void)state;
+	notifier_dies(true);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(dead_notifier_restarts_and_breaks_arrive),
+		cmocka_unit_test(notifier_dead_before_the_seal_is_aimed),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
