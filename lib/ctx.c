@@ -18,9 +18,9 @@
 /*
  * Samba uses SIGRTMIN+1 for its kernel oplocks, and glibc reserves the
  * slots below SIGRTMIN; stay clear of the low end.  The signal only ever
- * reaches the library's own thread, but signalfd() also reads
- * process-directed instances, so an application that waits for this number
- * itself must pick another one with imm_ctx_set_signal().
+ * reaches the library's own thread, and the notifier reads it only when an
+ * instance is pending there and none for the process (notify.c), so the
+ * application may use the same number itself.
  */
 #define DEFAULT_SIGNAL_OFFSET_FROM_MAX 3
 #define DEFAULT_REVOKE_MARGIN_MS 1000
