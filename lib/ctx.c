@@ -232,7 +232,8 @@ IMM_EXPORT int imm_ctx_set_signal(struct imm_ctx *ctx, int signo)
 		err(ctx, "the notifier already listens on signal %d; "
 			 "set the signal before the first imm_seal()", ctx->signo);
 		r = -EBUSY;
-	} else {
+	} else if (!ctx->notifier_running) {
+		/* only before the notifier runs: it reads signo unlocked */
 		ctx->signo = signo;
 	}
 	pthread_mutex_unlock(&ctx->lock);

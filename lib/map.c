@@ -304,7 +304,8 @@ static void map_delete(struct imm_map *m)
 		m->dead = m->pm;
 	}
 	m->pm = NULL;
-	m->addr = NULL;
+	/* imm_map_get_addr() reads it without h->lock */
+	__atomic_store_n(&m->addr, NULL, __ATOMIC_RELEASE);
 }
 
 /* Unmap what is left, live or torn down, and free m. */
@@ -450,7 +451,9 @@ enum imm_granularity imm_map_probe(struct imm_handle *h, int fd,
 
 IMM_EXPORT void *imm_map_get_addr(const struct imm_map *m)
 {
-	return m ? m->addr : NULL;
+	/* a revoke on the revoker thread clears it under h->lock; this
+	 * getter takes no lock, so the two meet in one atomic word */
+	return m ? __atomic_load_n(&m->addr, __ATOMIC_ACQUIRE) : NULL;
 }
 
 IMM_EXPORT uint64_t imm_map_get_offset(const struct imm_map *m)

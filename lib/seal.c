@@ -636,8 +636,10 @@ int imm_seal_verify(struct imm_handle *h, struct imm_event **ret_ev)
 
 	pthread_mutex_lock(&h->lock);
 	if (!is_sealed(h->state) || h->sealing) {
+		bool closed = h->state == IMM_STATE_CLOSED;
+
 		pthread_mutex_unlock(&h->lock);
-		return h->state == IMM_STATE_CLOSED ? -EBADF : -EINVAL;
+		return closed ? -EBADF : -EINVAL;
 	}
 	fd = fcntl(h->fd, F_DUPFD_CLOEXEC, 3);
 	gen = h->seal_gen;

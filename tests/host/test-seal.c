@@ -209,7 +209,7 @@ static void not_the_owner(void **state)
 			_exit(14);
 		_exit(0);
 	}
-	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_int_equal(fx_waitpid_timeout(pid, &st, 10000), pid);
 	assert_true(WIFEXITED(st));
 	assert_int_equal(WEXITSTATUS(st), 0);
 }
@@ -274,7 +274,7 @@ static void verify_mismatch_after_punch_by_earlier_opener(void **state)
 	assert_int_equal(imm_seal(h, 0, 4 * MiB, IMM_SEAL_EXCLUSIVE, NULL), 0);
 	assert_int_equal(imm_verify(h), 0);
 	assert_int_equal(write(go[1], "x", 1), 1);
-	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_int_equal(fx_waitpid_timeout(pid, &st, 10000), pid);
 	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	/* no break happened: the lease backend cannot see a punch */
 	assert_int_equal(imm_handle_get_state(h), IMM_STATE_SEALED);
@@ -400,7 +400,7 @@ static void fork_child_is_inert(void **state)
 		 * by number (1..9), not the bitmap, whose bit 8 would be lost */
 		_exit(bad ? __builtin_ctz((unsigned)bad) + 1 : 0);
 	}
-	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_int_equal(fx_waitpid_timeout(pid, &st, 10000), pid);
 	assert_true(WIFEXITED(st));
 	assert_int_equal(WEXITSTATUS(st), 0);
 	/* the parent's seal is intact and still breakable */
@@ -578,7 +578,7 @@ static void seals_without_kcmp(void **state)
 	pid = fork();
 	if (pid == 0)
 		_exit(kcmp_disable() ? without_kcmp(p) : 9);
-	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_int_equal(fx_waitpid_timeout(pid, &st, 10000), pid);
 	assert_true(WIFEXITED(st));
 	if (WEXITSTATUS(st) == 9) {
 		print_message("skipped: no seccomp filter to hide kcmp "
@@ -651,7 +651,7 @@ static void fork_during_release(void **state)
 			      imm_ctx_unref(ctx) == NULL ? 0 : 3);
 		assert_true(pid > 0);
 		forks++;
-		assert_int_equal(waitpid(pid, &st, 0), pid);
+		assert_int_equal(fx_waitpid_timeout(pid, &st, 10000), pid);
 		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
 			bad++;
 	}
