@@ -142,9 +142,11 @@ void imm_fork_token_free(struct imm_ctx *ctx)
 
 bool imm_forked(const struct imm_ctx *ctx)
 {
-	if (ctx->fork_token)
-		return *ctx->fork_token != FORK_TOKEN;
-	return getpid() != ctx->pid;
+	/* both: a CLONE_VM child (vfork(), posix_spawn()) shares the token
+	 * page, unwiped, but not the pid */
+	if (getpid() != ctx->pid)
+		return true;
+	return ctx->fork_token && *ctx->fork_token != FORK_TOKEN;
 }
 
 int imm_check_fork(const struct imm_ctx *ctx, const char *what)

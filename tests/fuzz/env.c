@@ -63,8 +63,13 @@ const char *fz_odd(int i)
 void fz_file_reset(int i, uint64_t size)
 {
 	static const char block[4096] = "libimmutable fuzz";
-	int fd = open(fz_file(i), O_RDWR | O_TRUNC | O_CLOEXEC);
+	int fd;
 
+	/* a lease still held blocks the open until its recall is over;
+	 * libFuzzer's -timeout alarm interrupts it every second meanwhile */
+	do
+		fd = open(fz_file(i), O_RDWR | O_TRUNC | O_CLOEXEC);
+	while (fd < 0 && errno == EINTR);
 	if (fd < 0)
 		fz_die("reset %s: %m", fz_file(i));
 	if (ftruncate(fd, (off_t)size) < 0)

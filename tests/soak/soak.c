@@ -456,8 +456,7 @@ static void teardown(void)
 			imm_handle_close(S.hs[i].h);
 	}
 	for (int k = 0; k < 2; k++)
-		if (S.ci[k].ctx)
-			imm_ctx_unref(S.ci[k].ctx);
+		S.ci[k].ctx = imm_ctx_unref(S.ci[k].ctx);	/* once only */
 	free(S.hs);
 	free(S.path);
 	S.hs = NULL;
