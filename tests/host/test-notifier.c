@@ -203,6 +203,9 @@ static void late_notifier_still_revokes_in_time(void **state)
 	imm_ctx_unref(ctx);
 }
 
+/* what a child exits with when the kernel has no CONFIG_PID_NS */
+#define NO_PIDNS 107
+
 /* Fork, then fork into a new PID namespace: return what f exits with. */
 static int in_new_pidns(int (*f)(struct imm_ctx *), struct imm_ctx *ctx)
 {
@@ -210,7 +213,7 @@ static int in_new_pidns(int (*f)(struct imm_ctx *), struct imm_ctx *ctx)
 	pid_t pid;
 
 	if (unshare(CLONE_NEWPID) < 0)
-		return 100;
+		return errno == EINVAL ? NO_PIDNS : 100;
 	pid = fork();
 	if (pid < 0)
 		return 101;
@@ -260,6 +263,12 @@ static void fork_detected_despite_same_pid(void **state)
 		_exit(in_new_pidns(creator_child, NULL));
 	assert_int_equal(waitpid(pid, &st, 0), pid);
 	assert_true(WIFEXITED(st));
+	if (WEXITSTATUS(st) == NO_PIDNS) {
+		/* the tinyconfig guest kernel; the host and stock guests run it */
+		fprintf(stderr, "SKIP: this kernel has no PID namespaces "
+			"(CONFIG_PID_NS=n): a child cannot get its parent's pid\n");
+		skip();
+	}
 	if (WEXITSTATUS(st) == 1)
 		fail_msg("a grandchild with pid 1, like the context's creator, "
 			 "was not detected as forked");
