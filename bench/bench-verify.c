@@ -50,109 +50,6 @@ struct target {
 	struct bench_stats verify;	/* ns */
 };
 
-/* ---------------------------------------------------- xfs on a loop */
-
-static void run_mkfs(const char *image)
-{
-	pid_t pid;
-	int st;
-
-	fflush(NULL);
-	pid = fork();
-	if (pid < 0)
-		bench_fail("fork: %s", strerror(errno));
-	if (pid == 0) {
-		int devnull = open("/dev/null", O_WRONLY);
-
-		if (devnull >= 0)
-			dup2(devnull, STDOUT_FILENO);
-		execlp("mkfs.xfs", "mkfs.xfs", "-q", "-f", image, (char *)NULL);
-		fprintf(stderr, "mkfs.xfs: %s\n", strerror(errno));
-		_exit(127);
-	}
-	while (waitpid(pid, &st, 0) < 0)
-		if (errno != EINTR)
-			bench_fail("waitpid: %s", strerror(errno));
-	if (!WIFEXITED(st) || WEXITSTATUS(st))
-		bench_fail("mkfs.xfs %s failed (is xfsprogs installed?)", image);
-}
-
-static int attach_loop(const char *image, char *dev, size_t devsz)
-{
-	int ctl, img, lfd = -1;
-
-	img = open(image, O_RDWR | O_CLOEXEC);
-	if (img < 0)
-		bench_fail("open %s: %s", image, strerror(errno));
-	ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
-	if (ctl < 0)
-		bench_fail("/dev/loop-control: %s (no loop driver, or not root)",
-			   strerror(errno));
-	/* Others may grab the same free device between the two calls. */
-	for (int attempt = 0; attempt < 20 && lfd < 0; attempt++) {
-		struct loop_config cfg;
-		int n = ioctl(ctl, LOOP_CTL_GET_FREE);
-
-		if (n < 0)
-			bench_fail("LOOP_CTL_GET_FREE: %s", strerror(errno));
-		snprintf(dev, devsz, "/dev/loop%d", n);
-		lfd = open(dev, O_RDWR | O_CLOEXEC);
-		if (lfd < 0)
-			continue;
-		memset(&cfg, 0, sizeof(cfg));
-		cfg.fd = (uint32_t)img;
-		/* Autoclear: the device goes away with its last user even if
-		 * this process is killed before it can detach it. */
-		cfg.info.lo_flags = LO_FLAGS_AUTOCLEAR;
-		if (ioctl(lfd, LOOP_CONFIGURE, &cfg) < 0) {
-			int e = errno;
-
-			close(lfd);
-			lfd = -1;
-			if (e != EBUSY)
-				bench_fail("LOOP_CONFIGURE %s: %s", dev, strerror(e));
-		}
-	}
-	close(ctl);
-	close(img);
-	if (lfd < 0)
-		bench_fail("no free loop device after 20 attempts");
-	bench_cleanup_loop(lfd);
-	return lfd;
-}
-
-/* Makes an xfs of image_bytes under base; returns its mount point in mnt. */
-static void make_xfs(const char *base, uint64_t image_bytes, char *mnt,
-		     size_t mntsz)
-{
-	char dir[PATH_MAX], image[PATH_MAX], dev[64];
-	int fd;
-
-	if (bench_free_bytes(base) < image_bytes + 256 * MiB)
-		bench_fail("an xfs image of %llu MiB does not fit in %s",
-			   (unsigned long long)(image_bytes / MiB), base);
-	bench_make_tmpdir(base, "xfsimg", dir, sizeof(dir));
-	bench_path(image, sizeof(image), dir, "xfs.img");
-	fd = open(image, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0)
-		bench_fail("create %s: %s", image, strerror(errno));
-	bench_cleanup_unlink(image);
-	if (ftruncate(fd, (off_t)image_bytes) < 0)
-		bench_fail("ftruncate %s: %s", image, strerror(errno));
-	close(fd);
-	run_mkfs(image);
-	attach_loop(image, dev, sizeof(dev));
-	bench_path(mnt, mntsz, dir, "mnt-XXXXXX");
-	if (!mkdtemp(mnt))
-		bench_fail("mkdtemp %s: %s", mnt, strerror(errno));
-	bench_cleanup_rmdir(mnt);
-	if (mount(dev, mnt, "xfs", 0, "") < 0)
-		bench_fail("mount %s on %s: %s", dev, mnt, strerror(errno));
-	bench_cleanup_umount(mnt);
-	printf("made an xfs of %llu MiB on %s (image %s), mounted on %s\n",
-	       (unsigned long long)(image_bytes / MiB), dev, image, mnt);
-}
-
 /* ---------------------------------------------------- the measurement */
 
 static void measure(struct imm_ctx *ctx, const char *path, struct target *t,
@@ -281,7 +178,7 @@ static size_t parse_sizes(char *s, struct target *t)
 int main(int argc, char **argv)
 {
 	struct target t[MAX_SIZES] = { { .want = 10000 }, { .want = 100000 } };
-	char dir[PATH_MAX], mnt[PATH_MAX], paths[MAX_SIZES][PATH_MAX];
+	char dir[PATH_MAX], mnt[PATH_MAX], dev[64], paths[MAX_SIZES][PATH_MAX];
 	uint64_t reps = 21, total_blocks = 0;
 	size_t n = 2;
 	bool force_xfs = false, on_xfs_loop = false;
@@ -326,7 +223,8 @@ int main(int argc, char **argv)
 		uint64_t image = total_blocks * BLK + total_blocks * BLK / 4 +
 				 512 * MiB;
 
-		make_xfs(dir, image, mnt, sizeof(mnt));
+		bench_make_loop_fs(dir, "xfs", image, mnt, sizeof(mnt), dev,
+				   sizeof(dev));
 		on_xfs_loop = true;
 		where = mnt;
 		if (!build_all(mnt, t, n, paths))

@@ -30,6 +30,8 @@
 
 #include "common.h"
 
+#define MiB (1024ull * 1024)
+
 static const char *g_bench = "bench";
 static const char *g_prog = "bench";
 
@@ -969,4 +971,113 @@ void bench_check_sealed(struct imm_handle *h, const char *when)
 		bench_fail("the seal did not hold %s: the handle is %s; "
 			   "something opened the file, so the figures are void",
 			   when, imm_state_name(st));
+}
+
+/* ------------------------------------------------------------ loop filesystems */
+
+static void run_mkfs(const char *kind, const char *image)
+{
+	pid_t pid;
+	int st;
+
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
+		bench_fail("fork: %s", strerror(errno));
+	if (pid == 0) {
+		int devnull = open("/dev/null", O_WRONLY);
+
+		if (devnull >= 0)
+			dup2(devnull, STDOUT_FILENO);
+		if (!strcmp(kind, "xfs"))
+			execlp("mkfs.xfs", "mkfs.xfs", "-q", "-f", image,
+			       (char *)NULL);
+		else
+			execlp("mkfs.ext4", "mkfs.ext4", "-q", "-F", image,
+			       (char *)NULL);
+		fprintf(stderr, "mkfs.%s: %s\n", kind, strerror(errno));
+		_exit(127);
+	}
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			bench_fail("waitpid: %s", strerror(errno));
+	if (!WIFEXITED(st) || WEXITSTATUS(st))
+		bench_fail("mkfs.%s %s failed (are xfsprogs and e2fsprogs "
+			   "installed?)", kind, image);
+}
+
+static int attach_loop(const char *image, char *dev, size_t devsz)
+{
+	int ctl, img, lfd = -1;
+
+	img = open(image, O_RDWR | O_CLOEXEC);
+	if (img < 0)
+		bench_fail("open %s: %s", image, strerror(errno));
+	ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+	if (ctl < 0)
+		bench_fail("/dev/loop-control: %s (no loop driver, or not root)",
+			   strerror(errno));
+	/* Others may grab the same free device between the two calls. */
+	for (int attempt = 0; attempt < 20 && lfd < 0; attempt++) {
+		struct loop_config cfg;
+		int n = ioctl(ctl, LOOP_CTL_GET_FREE);
+
+		if (n < 0)
+			bench_fail("LOOP_CTL_GET_FREE: %s", strerror(errno));
+		snprintf(dev, devsz, "/dev/loop%d", n);
+		lfd = open(dev, O_RDWR | O_CLOEXEC);
+		if (lfd < 0)
+			continue;
+		memset(&cfg, 0, sizeof(cfg));
+		cfg.fd = (uint32_t)img;
+		/* Autoclear: the device goes away with its last user even if
+		 * this process is killed before it can detach it. */
+		cfg.info.lo_flags = LO_FLAGS_AUTOCLEAR;
+		if (ioctl(lfd, LOOP_CONFIGURE, &cfg) < 0) {
+			int e = errno;
+
+			close(lfd);
+			lfd = -1;
+			if (e != EBUSY)
+				bench_fail("LOOP_CONFIGURE %s: %s", dev, strerror(e));
+		}
+	}
+	close(ctl);
+	close(img);
+	if (lfd < 0)
+		bench_fail("no free loop device after 20 attempts");
+	bench_cleanup_loop(lfd);
+	return lfd;
+}
+
+void bench_make_loop_fs(const char *base, const char *kind,
+			uint64_t image_bytes, char *mnt, size_t mntsz,
+			char *dev, size_t devsz)
+{
+	char dir[PATH_MAX], image[PATH_MAX];
+	int fd;
+
+	if (bench_free_bytes(base) < image_bytes + 256 * MiB)
+		bench_fail("an %s image of %llu MiB does not fit in %s", kind,
+			   (unsigned long long)(image_bytes / MiB), base);
+	bench_make_tmpdir(base, "fsimg", dir, sizeof(dir));
+	bench_path(image, sizeof(image), dir, "fs.img");
+	fd = open(image, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		bench_fail("create %s: %s", image, strerror(errno));
+	bench_cleanup_unlink(image);
+	if (ftruncate(fd, (off_t)image_bytes) < 0)
+		bench_fail("ftruncate %s: %s", image, strerror(errno));
+	close(fd);
+	run_mkfs(kind, image);
+	attach_loop(image, dev, devsz);
+	bench_path(mnt, mntsz, dir, "mnt-XXXXXX");
+	if (!mkdtemp(mnt))
+		bench_fail("mkdtemp %s: %s", mnt, strerror(errno));
+	bench_cleanup_rmdir(mnt);
+	if (mount(dev, mnt, kind, 0, "") < 0)
+		bench_fail("mount %s on %s: %s", dev, mnt, strerror(errno));
+	bench_cleanup_umount(mnt);
+	printf("made an %s of %llu MiB on %s (image %s), mounted on %s\n",
+	       kind, (unsigned long long)(image_bytes / MiB), dev, image, mnt);
 }

@@ -126,6 +126,11 @@ enum bench_frag_result bench_create_fragmented(const char *path,
 					       uint64_t extents,
 					       uint64_t budget_ns,
 					       double *ret_seconds);
+/* A fresh kind ("ext4", "xfs") of image_bytes in a loop-attached image
+ * under base, mounted on mnt; its loop device in dev.  All undone at exit. */
+void bench_make_loop_fs(const char *base, const char *kind,
+			uint64_t image_bytes, char *mnt, size_t mntsz,
+			char *dev, size_t devsz);
 /* Raise RLIMIT_NOFILE to at least want (root may raise the hard limit). */
 void bench_raise_nofile(uint64_t want);
 /* Pin this process (and what it forks and starts later) to one CPU. */

@@ -423,3 +423,8 @@ IMM_EXPORT uint64_t imm_event_get_offset(const struct imm_event *ev)
 {
 	return ev ? ev->offset : 0;
 }
+
+IMM_EXPORT uint64_t imm_event_get_generation(const struct imm_event *ev)
+{
+	return ev ? ev->seal_gen : 0;
+}

@@ -180,6 +180,7 @@ struct imm_handle {
 	bool mismatch_reported;		/* one VERIFY_MISMATCH event per seal */
 	bool claimed;			/* seals its open file; under ctx->lock */
 	bool untracked;			/* closed: queue nothing; under ctx->lock */
+	bool block_exported;		/* imm_block_map() handed the map out */
 	dev_t dev;			/* the file, while claimed */
 	ino_t ino;
 	struct imm_extent_map snapshot;
@@ -259,6 +260,8 @@ bool imm_extent_map_final(const struct imm_extent_map *map, uint64_t start,
 			  uint64_t end, uint64_t *ret_bad_offset,
 			  uint32_t *ret_bad_flags);
 
+/* blockmap.c: h->lock held, the seal ending: drop the page cache */
+void imm_block_map_forget(struct imm_handle *h);
 /* prepare.c */
 int imm_prepare(struct imm_handle *h, int fd, uint64_t start, uint64_t end);
 

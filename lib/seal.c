@@ -173,6 +173,8 @@ int imm_seal_teardown(struct imm_handle *h, int new_state)
 	int r;
 
 	r = revoke_memory(h);
+	if (r == 0)
+		imm_block_map_forget(h);	/* while nothing moves yet */
 	if (r == 0 && is_sealed(h->state))
 		r = imm_handle_backend(h)->unseal(h);
 	if (r < 0)
@@ -682,6 +684,19 @@ IMM_EXPORT int imm_verify(struct imm_handle *h)
 	if (ev)
 		imm_event_deliver(h->ctx, ev);
 	return r;
+}
+
+IMM_EXPORT uint64_t imm_handle_get_generation(const struct imm_handle *h)
+{
+	struct imm_handle *m = (struct imm_handle *)h;
+	uint64_t gen;
+
+	if (!h || imm_check_fork(h->ctx, "imm_handle_get_generation") < 0)
+		return 0;
+	pthread_mutex_lock(&m->lock);
+	gen = is_sealed(h->state) && !h->sealing ? h->seal_gen : 0;
+	pthread_mutex_unlock(&m->lock);
+	return gen;
 }
 
 IMM_EXPORT int imm_handle_get_seal(const struct imm_handle *h,

@@ -26,14 +26,14 @@
 #include <libimmutable/libimmutable.h>
 
 #include "fsinfo.h"
+#include "immctl.h"
 #include "json.h"
 #include "proclocks.h"
 #include "rdmaprobe.h"
 
-#define EXIT_USAGE 2
 #define MAX_HOLDERS 16
 
-static const char *prog_target;	/* what error lines are about */
+const char *prog_target;
 /* While status --force waits for a holder, the library's "leased, retry"
  * lines are expected: hold the latest instead of printing each one. */
 static bool log_deferred;
@@ -62,14 +62,14 @@ static void log_to_stderr(void *data, int priority, const char *file, int line,
 		msg);
 }
 
-static int fail(const char *what, int r)
+int fail(const char *what, int r)
 {
 	fprintf(stderr, "immctl: %s%s%s: %s\n", prog_target ? prog_target : "",
 		prog_target ? ": " : "", what, strerror(-r));
 	return EXIT_FAILURE;
 }
 
-static int new_ctx(struct imm_ctx **ctx)
+int new_ctx(struct imm_ctx **ctx)
 {
 	int r = imm_ctx_new(ctx);
 
@@ -81,7 +81,7 @@ static int new_ctx(struct imm_ctx **ctx)
 	return 0;
 }
 
-static uint64_t now_ns(void)
+uint64_t now_ns(void)
 {
 	struct timespec ts;
 
@@ -89,8 +89,7 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* 4096, 64K, 1M, 2G: binary suffixes. */
-static int parse_size(const char *s, uint64_t *ret)
+int parse_size(const char *s, uint64_t *ret)
 {
 	unsigned long long v;
 	char *end;
@@ -563,15 +562,7 @@ static int cmd_status(int argc, char **argv)
 
 /* ------------------------------------------------------------ seal */
 
-struct holder {
-	bool json;
-	bool auto_release;
-	bool done;
-	int status;
-	struct imm_handle *h;
-};
-
-static void emit(const struct holder *o, const char *event, uint64_t t,
+void emit(const struct holder *o, const char *event, uint64_t t,
 		 const char *extra_json, const char *extra_text)
 {
 	if (o->json)
@@ -582,7 +573,7 @@ static void emit(const struct holder *o, const char *event, uint64_t t,
 	fflush(stdout);
 }
 
-static void release_now(struct holder *o)
+void release_now(struct holder *o)
 {
 	int r = imm_release(o->h);
 
@@ -594,7 +585,7 @@ static void release_now(struct holder *o)
 	}
 }
 
-static void on_event(struct imm_event *ev, void *userdata)
+void on_event(struct imm_event *ev, void *userdata)
 {
 	struct holder *o = userdata;
 	char j[160], t[160];
@@ -616,6 +607,8 @@ static void on_event(struct imm_event *ev, void *userdata)
 	default:
 		j[0] = t[0] = '\0';
 	}
+	snprintf(j + strlen(j), sizeof(j) - strlen(j), ",\"generation\":%" PRIu64,
+		 imm_event_get_generation(ev));
 	emit(o, imm_event_type_name(type), imm_event_get_time_ns(ev), j, t);
 	if (type == IMM_EVENT_RECALL && o->auto_release) {
 		release_now(o);
@@ -700,7 +693,7 @@ static int stop_signals_fd(void)
 	return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 }
 
-static int hold(struct imm_ctx *ctx, struct holder *o)
+int hold(struct imm_ctx *ctx, struct holder *o)
 {
 	struct pollfd pfd[2] = {
 		{ .fd = imm_ctx_get_fd(ctx), .events = POLLIN },
@@ -792,6 +785,8 @@ static void usage(FILE *f)
 	      "  seal [--shared|--exclusive] [--json] [--auto-release]\n"
 	      "       [--offset N --length N] FILE\n"
 	      "                                 prepare, seal, print events\n"
+	      "  extents [--json] [--seal [--shared]] FILE\n"
+	      "                                 the physical block map and its device\n"
 	      "See immctl(1).\n", f);
 }
 
@@ -815,6 +810,8 @@ int main(int argc, char **argv)
 		return cmd_status(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "seal"))
 		return cmd_seal(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "extents"))
+		return cmd_extents(argc - 1, argv + 1);
 	fprintf(stderr, "immctl: unknown command '%s'\n", argv[1]);
 	usage(stderr);
 	return EXIT_USAGE;

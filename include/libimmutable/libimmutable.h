@@ -258,6 +258,47 @@ struct imm_badblock {
 int imm_topology_query(struct imm_handle *h, struct imm_topology *topo);
 int imm_badblocks(struct imm_handle *h, struct imm_badblock *bb, size_t max);
 
+/* ------------------------------------------------------------------ */
+/* The physical block map of a sealed range (since 1.3)                */
+
+/* imm_block_map() flags */
+#define IMM_BLOCK_UNSEALED 0x1u	/* a handle without a live seal: the map as
+				 * it is now, for looking only (generation 0) */
+
+/* struct imm_block_dev flags */
+#define IMM_BDEV_SEALED 0x1u	/* fixed until the seal of generation ends */
+#define IMM_BDEV_PARTITION 0x2u	/* path is a partition of disk */
+#define IMM_BDEV_REALTIME 0x4u	/* an XFS realtime file: its rt device */
+#define IMM_BDEV_DAX 0x8u	/* the file is DAX: no page cache */
+
+/* The device that holds the extents, and the range they describe. */
+struct imm_block_dev {
+	size_t sz;		/* caller: sizeof(struct imm_block_dev) */
+	uint32_t flags;		/* IMM_BDEV_* */
+	uint32_t logical_block_size; /* bytes: O_DIRECT's unit on path */
+	uint64_t dev;		/* device number of path: major(), minor() */
+	char path[64];		/* a node that opens it: "/dev/nvme0n1p2" */
+	char disk[64];		/* its whole disk: "/dev/nvme0n1" */
+	uint64_t part_start;	/* bytes from disk's start to path's */
+	uint64_t generation;	/* the seal's; 0 with IMM_BLOCK_UNSEALED */
+	uint64_t offset;	/* the file range described: the sealed */
+	uint64_t length;	/* range, out to filesystem blocks */
+};
+
+struct imm_block_extent {
+	uint64_t offset;	/* in the file, bytes */
+	uint64_t dev_offset;	/* from the start of path, bytes */
+	uint64_t length;	/* bytes */
+	uint32_t flags;		/* FIEMAP_EXTENT_*, as the filesystem said */
+	uint32_t reserved;
+};
+
+int imm_block_map(struct imm_handle *h, uint32_t flags,
+		  struct imm_block_dev *dev, struct imm_block_extent *ext,
+		  size_t max);
+uint64_t imm_handle_get_generation(const struct imm_handle *h);
+uint64_t imm_event_get_generation(const struct imm_event *ev);
+
 #ifdef __cplusplus
 }
 #endif

@@ -238,5 +238,42 @@ exec {fd}<"$f"
 expect_fail "exclusive with another open" 1 "only one|open elsewhere" "$IMMCTL" seal "$f"
 exec {fd}<&-
 
+# ---------------------------------------------------------------- extents
+x=$mnt/extents
+head -c 3M /dev/urandom >"$x"
+fallocate -p -o 1M -l 512K "$x"
+sync "$x"
+out=$("$IMMCTL" extents --json "$x")
+check "extents --json parses" jq -e . <<<"$out" >/dev/null
+check "extents: the loop device" test "$(jq -r .device <<<"$out")" = "$(findmnt -n -o SOURCE --target "$x")"
+check "extents: its major:minor" test "$(jq -r .dev <<<"$out")" = "$(mountpoint -d "$mnt")"
+check "extents: the loop's block size" test "$(jq -r .block_size <<<"$out")" = "$(blockdev --getss "$(jq -r .device <<<"$out")")"
+check "extents: not sealed, generation 0" test "$(jq -r '[.sealed, .generation] | join(",")' <<<"$out")" = false,0
+check "extents: the hole is left out" test "$(jq '[.extents[].length] | add' <<<"$out")" = $((3 * 1048576 - 524288))
+check "extents: none inside the hole" test "$(jq '[.extents[] | select(.logical < 1572864 and .logical + .length > 1048576)] | length' <<<"$out")" = 0
+# the device holds the file's bytes where the map says
+phys=$(jq -r '.extents[0].physical' <<<"$out")
+check "extents: physical offset holds the file's first block" test \
+	"$(dd if="$(jq -r .device <<<"$out")" iflag=direct,skip_bytes skip="$phys" bs=4096 count=1 status=none | md5sum)" = \
+	"$(head -c 4096 "$x" | md5sum)"
+check "extents text: device line" grep -q '^device: *'"$(jq -r .device <<<"$out")" <<<"$("$IMMCTL" extents "$x")"
+"$IMMCTL" extents --seal --json "$x" >"$events" &
+holder=$!
+wait_for "$events" '"sealed":true' 10
+gen=$(head -1 "$events" | jq -r .generation)
+check "extents --seal: sealed, generation >= 1" test "$gen" -ge 1
+check "extents --seal: prepared, no hole left" test "$(head -1 "$events" | jq '[.extents[].length] | add')" = $((3 * 1048576))
+cat "$x" >/dev/null          # a second open recalls the seal
+rc=0; wait_exit "$holder" 10 || rc=$?
+check "extents --seal: a recall ends it, exit 0" test "$rc" = 0
+check "extents --seal: map, break, released" test "$(tail -n +2 "$events" | jq -r .event | paste -sd,)" = break,released
+check "extents --seal: the break names the generation" test "$(sed -n 2p "$events" | jq -r .generation)" = "$gen"
+mkdir "$work/tmpfs" && mount -t tmpfs -o size=4m tmpfs "$work/tmpfs"
+head -c 64K /dev/zero >"$work/tmpfs/f"
+expect_fail "extents on tmpfs" 1 "not in device blocks" "$IMMCTL" extents "$work/tmpfs/f"
+umount "$work/tmpfs"
+expect_fail "extents --shared without --seal" 2 "usage" "$IMMCTL" extents --shared "$x"
+expect_fail "extents of a FIFO" 1 "FIFO" timeout 10 "$IMMCTL" extents "$mnt/fifo"
+
 echo "cli: $fails failure(s)"
 [ "$fails" = 0 ]

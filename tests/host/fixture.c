@@ -163,8 +163,7 @@ void fx_need_root(const char *why)
 	skip();
 }
 
-static int run(const char *f, ...) __attribute__((format(printf, 1, 2)));
-static int run(const char *f, ...)
+int fx_run(const char *f, ...)
 {
 	char cmd[PATH_MAX * 3];
 	va_list ap;
@@ -213,6 +212,12 @@ static void track(const struct fx_fs *fs, bool add)
 void fx_mount(struct fx_fs *fs, const char *kind, unsigned size_mb,
 	      const char *mkfs_opts)
 {
+	fx_mount_opts(fs, kind, size_mb, mkfs_opts, NULL);
+}
+
+void fx_mount_opts(struct fx_fs *fs, const char *kind, unsigned size_mb,
+		   const char *mkfs_opts, const char *mount_opts)
+{
 	const char *tmp = getenv("TMPDIR");
 
 	memset(fs, 0, sizeof(*fs));
@@ -236,13 +241,16 @@ void fx_mount(struct fx_fs *fs, const char *kind, unsigned size_mb,
 		assert_int_equal(ftruncate(fd, (off_t)size_mb << 20), 0);
 		close(fd);
 		if (!strcmp(kind, "xfs"))
-			assert_int_equal(run("mkfs.xfs -q -f %s %s", mkfs_opts ?
+			assert_int_equal(fx_run("mkfs.xfs -q -f %s %s", mkfs_opts ?
 					     mkfs_opts : "", fs->img), 0);
 		else
-			assert_int_equal(run("mkfs.%s -q -F %s %s >/dev/null 2>&1",
+			assert_int_equal(fx_run("mkfs.%s -q -F %s %s >/dev/null 2>&1",
 					     kind, mkfs_opts ? mkfs_opts : "",
 					     fs->img), 0);
-		assert_int_equal(run("mount -o loop %s %s", fs->img, fs->mnt), 0);
+		assert_int_equal(fx_run("mount -o loop%s%s %s %s",
+					mount_opts ? "," : "",
+					mount_opts ? mount_opts : "",
+					fs->img, fs->mnt), 0);
 	}
 	fs->mounted = true;
 	track(fs, true);

@@ -33,7 +33,12 @@ void fx_need_root(const char *why);
 /* kind: ext4, xfs, tmpfs, ramfs; mkfs_opts may be NULL. */
 void fx_mount(struct fx_fs *fs, const char *kind, unsigned size_mb,
 	      const char *mkfs_opts);
+/* the same, mounted with mount_opts (NULL: none) */
+void fx_mount_opts(struct fx_fs *fs, const char *kind, unsigned size_mb,
+		   const char *mkfs_opts, const char *mount_opts);
 void fx_umount(struct fx_fs *fs);
+/* system() of the formatted command: its exit status, -1 if signalled */
+int fx_run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void fx_path(const struct fx_fs *fs, const char *name, char *out);
 
 /* One scratch ext4 for a whole test group: cmocka group setup/teardown
