@@ -40,7 +40,8 @@
 #include <liburing.h>
 #include <libimmutable/libimmutable.h>
 
-#define PAGE 4096u
+#include "block-pattern.h"
+
 #define QD_MAX 32u
 
 struct state {
@@ -68,68 +69,10 @@ struct slot {
 
 static struct slot slots[QD_MAX];
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t rnd(struct state *s)
-{
-	s->rng ^= s->rng << 13;
-	s->rng ^= s->rng >> 7;
-	s->rng ^= s->rng << 17;
-	return s->rng;
-}
-
-/* Page p at version v: every 8 bytes say which page and version. */
-static void fill(unsigned char *b, uint64_t p, uint32_t v)
-{
-	uint64_t word = p << 20 ^ v, *w = (uint64_t *)b;
-
-	for (unsigned i = 0; i < PAGE / 8; i++)
-		w[i] = word * 0x9e3779b97f4a7c15ull + i;
-}
-
-static bool holds(const unsigned char *b, uint64_t p, uint32_t v)
-{
-	unsigned char want[PAGE] __attribute__((aligned(8)));
-
-	fill(want, p, v);
-	return memcmp(b, want, PAGE) == 0;
-}
-
 static int die(const char *what, int err)
 {
 	fprintf(stderr, "block-io: %s: %s\n", what, strerror(err));
 	return 1;
-}
-
-/* Version 0 of every page, through the filesystem. */
-static int make_file(struct state *s)
-{
-	unsigned char *b;
-	int fd, r = 0;
-
-	fd = open(s->path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return die(s->path, errno);
-	if (posix_memalign((void **)&b, PAGE, PAGE))
-		return die("memory", ENOMEM);
-	if (ftruncate(fd, (off_t)s->size) < 0)
-		r = die("ftruncate", errno);
-	for (uint64_t p = 0; !r && p < s->pages; p++) {
-		fill(b, p, 0);
-		if (pwrite(fd, b, PAGE, (off_t)(p * PAGE)) != PAGE)
-			r = die("write", errno ? errno : EIO);
-	}
-	if (!r && fsync(fd) < 0)
-		r = die("fsync", errno);
-	free(b);
-	close(fd);
-	return r;
 }
 
 static void on_event(struct imm_event *ev, void *userdata)
@@ -177,14 +120,14 @@ static void submit(struct state *s, unsigned i)
 	uint64_t p;
 
 	do
-		p = rnd(s) % s->pages;
+		p = next_rand(&s->rng) % s->pages;
 	while (s->busy[p]);
 	s->busy[p] = true;
-	slots[i] = (struct slot){ .page = p, .write = rnd(s) % 10 < 7,
+	slots[i] = (struct slot){ .page = p, .write = next_rand(&s->rng) % 10 < 7,
 				  .version = s->version[p] };
 	if (slots[i].write) {
 		slots[i].version++;
-		fill(b, p, slots[i].version);
+		page_fill(b, p, slots[i].version);
 		io_uring_prep_write(sqe, s->dev_fd, b, PAGE, s->dev_off[p]);
 	} else {
 		io_uring_prep_read(sqe, s->dev_fd, b, PAGE, s->dev_off[p]);
@@ -202,7 +145,7 @@ static int complete(struct state *s, struct io_uring_cqe *cqe)
 			   cqe->res < 0 ? -cqe->res : EIO);
 	if (sl->write)
 		s->version[sl->page] = sl->version;
-	else if (!holds(s->buf + (size_t)i * PAGE, sl->page, sl->version))
+	else if (!page_holds(s->buf + (size_t)i * PAGE, sl->page, sl->version))
 		s->bad_reads++;
 	s->busy[sl->page] = false;
 	return 0;
@@ -269,7 +212,7 @@ static int check_after(struct state *s, uint64_t size)
 
 		if (n != PAGE)
 			r = die("read back", errno ? errno : EIO);
-		else if (!holds(b, p, s->version[p]))
+		else if (!page_holds(b, p, s->version[p]))
 			bad++;
 		freed += !in_file;
 	}
@@ -399,9 +342,8 @@ int main(int argc, char **argv)
 	if (!s.dev_off || !s.version || !s.busy ||
 	    posix_memalign((void **)&s.buf, PAGE, QD_MAX * PAGE))
 		return die("memory", ENOMEM);
-	r = make_file(&s);
-	if (r)
-		return r;
+	if (fill_file(s.path, s.size) < 0)
+		return die(s.path, errno);
 	r = io_uring_queue_init(2 * QD_MAX, &s.ring, 0);
 	if (r < 0)
 		return die("io_uring_queue_init", -r);

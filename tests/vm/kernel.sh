@@ -21,6 +21,7 @@ VM_STAGE1_MODULES=(virtio virtio_ring virtio_pci 9pnet_virtio 9p)
 VM_STAGE2_MODULES=(crypto-crc32 crypto-crc32c libcrc32c configfs
 	xfs ext4 nfit libnvdimm nd_pmem nd_btt dax_pmem device_dax
 	virtio_pmem virtio_blk virtio_net dummy loop dm_mod nvme
+	nvmet nvmet_tcp nvme_tcp
 	ib_core ib_uverbs rdma_ucm rdma_cm rdma_rxe)
 
 kernel_select() {  # name
@@ -109,6 +110,11 @@ stock_kernel() {  # series suite
 	# A kernel fetched once stays in use: no network needed on later runs.
 	if [ -s "$stamp" ] && [ -e "$VM_CACHE/kernels/$(cat "$stamp")/ready" ]; then
 		KVER=$(cat "$stamp")
+		# modules added to the lists since: unpack them too
+		if ! module_list | cmp -s - "$VM_CACHE/kernels/$KVER/ready"; then
+			modules_prepare "$VM_CACHE/kernels/$KVER/root" "$KVER"
+			module_list >"$VM_CACHE/kernels/$KVER/ready"
+		fi
 	else
 		local t0=$SECONDS
 		apt_private_update
@@ -144,7 +150,7 @@ stock_fetch() {  # kver
 	# only look at lib/modules.
 	[ -e "$kdir/root/lib" ] || ln -s usr/lib "$kdir/root/lib"
 	modules_prepare "$kdir/root" "$kver"
-	touch "$kdir/ready"
+	module_list >"$kdir/ready"
 }
 
 kernel_image_in() {  # root kver
@@ -166,6 +172,11 @@ module_order() {  # root kver module...
 	for m in "$@"; do
 		modprobe -C /dev/null -d "$root" -S "$kver" --show-depends "$m" 2>/dev/null || true
 	done | awk '$1 == "insmod" && !seen[$2]++ { print $2 }'
+}
+
+# What modules_prepare unpacked a kernel for; kept in its ready file.
+module_list() {
+	printf '%s\n' "${VM_STAGE1_MODULES[@]}" "${VM_STAGE2_MODULES[@]}"
 }
 
 # Debian's .deb has no modules.dep, and its modules are .ko.xz, which
