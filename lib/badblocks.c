@@ -13,7 +13,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include <linux/fiemap.h>
 
@@ -176,37 +175,13 @@ int imm_badblocks_check_seal(struct imm_handle *h,
 static int extents_of(struct imm_handle *h, struct imm_extent_map *out,
 		      uint64_t *start, uint64_t *end, bool *need_read)
 {
-	size_t i;
-	int r;
-
 	*need_read = !(h->state == IMM_STATE_SEALED ||
 		       h->state == IMM_STATE_BREAKING ||
 		       h->state == IMM_STATE_DEFEATED) || h->sealing;
 	if (*need_read)
 		return 0;
 	imm_range_align(h->seal_off, h->seal_len, h->block_size, start, end);
-	out->alloc_only = h->snapshot.alloc_only;
-	for (i = 0; i < h->snapshot.n; i++) {
-		r = imm_extent_map_push(out, &h->snapshot.ext[i]);
-		if (r < 0)
-			return r;
-	}
-	return 0;
-}
-
-/* No seal: the whole file's map as it is now. */
-static int read_whole(struct imm_handle *h, int fd, struct imm_extent_map *map,
-		      uint64_t *start, uint64_t *end)
-{
-	struct stat st;
-
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	if (st.st_size == 0)
-		return 0;
-	imm_range_align(0, (uint64_t)st.st_size, h->block_size, start, end);
-	return imm_extent_map_read(h->ctx, fd, *start, *end,
-				   !imm_fs_has_fiemap(h->fs_magic), false, map);
+	return imm_extent_map_copy(out, &h->snapshot);
 }
 
 IMM_EXPORT int imm_badblocks(struct imm_handle *h, struct imm_badblock *bb,
@@ -234,7 +209,8 @@ IMM_EXPORT int imm_badblocks(struct imm_handle *h, struct imm_badblock *bb,
 		pthread_mutex_lock(&h->ctx->ndctl_lock);
 		r = locate_linear(h, fd, &loc);
 		if (r > 0 && need_read)
-			r = read_whole(h, fd, &map, &start, &end) ?: 1;
+			r = imm_extent_map_read_file(h, fd, false, &map, &start,
+						     &end) ?: 1;
 		if (r > 0)
 			n = imm_badblocks_intersect(&loc, &map, start, end, bb, max);
 		pthread_mutex_unlock(&h->ctx->ndctl_lock);

@@ -335,18 +335,11 @@ void imm_block_map_forget(struct imm_handle *h)
 static int take_snapshot(struct imm_handle *h, struct imm_extent_map *out,
 			 uint64_t *start, uint64_t *end, uint64_t *gen)
 {
-	int r;
-
 	if (h->state != IMM_STATE_SEALED || h->sealing)
 		return 0;
 	imm_range_align(h->seal_off, h->seal_len, h->block_size, start, end);
 	*gen = h->seal_gen;
-	for (size_t i = 0; i < h->snapshot.n; i++) {
-		r = imm_extent_map_push(out, &h->snapshot.ext[i]);
-		if (r < 0)
-			return r;
-	}
-	return 0;
+	return imm_extent_map_copy(out, &h->snapshot);
 }
 
 static int not_sealed(struct imm_handle *h)
@@ -358,21 +351,6 @@ static int not_sealed(struct imm_handle *h)
 	    "IMM_BLOCK_UNSEALED to look at it" : "release and re-seal");
 	return h->state == IMM_STATE_CLOSED ? -EBADF :
 	       h->state == IMM_STATE_OPEN ? -EINVAL : -ESTALE;
-}
-
-/* No seal: the whole file's map as it is now, delayed allocations made. */
-static int read_unsealed(struct imm_handle *h, int fd,
-			 struct imm_extent_map *map, uint64_t *start,
-			 uint64_t *end)
-{
-	struct stat st;
-
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	if (st.st_size == 0)
-		return 0;
-	imm_range_align(0, (uint64_t)st.st_size, h->block_size, start, end);
-	return imm_extent_map_read(h->ctx, fd, *start, *end, false, true, map);
 }
 
 /* Every extent must say where its bytes are. */
@@ -528,7 +506,7 @@ IMM_EXPORT int imm_block_map(struct imm_handle *h, uint32_t flags,
 		return fd;
 	r = locate(h, fd, &d);
 	if (r == 0 && !gen)
-		r = read_unsealed(h, fd, &map, &start, &end);
+		r = imm_extent_map_read_file(h, fd, true, &map, &start, &end);
 	if (r == 0)
 		r = check_extents(h, &map);
 	if (r == 0 && map.n > INT_MAX)

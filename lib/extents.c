@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <linux/fiemap.h>
 #include <linux/fs.h>
@@ -310,4 +311,36 @@ bool imm_extent_map_final(const struct imm_extent_map *map, uint64_t start,
 		return false;
 	}
 	return true;
+}
+
+/* dst (empty) gets a copy of src's extents. */
+int imm_extent_map_copy(struct imm_extent_map *dst,
+			const struct imm_extent_map *src)
+{
+	dst->alloc_only = src->alloc_only;
+	for (size_t i = 0; i < src->n; i++) {
+		int r = imm_extent_map_push(dst, &src->ext[i]);
+
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* No seal: the whole file's map as it is now, over [*start, *end) (the
+ * file out to whole blocks; both 0 for an empty file).  sync: make
+ * delayed allocations first. */
+int imm_extent_map_read_file(struct imm_handle *h, int fd, bool sync,
+			     struct imm_extent_map *map, uint64_t *start,
+			     uint64_t *end)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (st.st_size == 0)
+		return 0;
+	imm_range_align(0, (uint64_t)st.st_size, h->block_size, start, end);
+	return imm_extent_map_read(h->ctx, fd, *start, *end,
+				   !imm_fs_has_fiemap(h->fs_magic), sync, map);
 }

@@ -247,6 +247,11 @@ void imm_extent_map_free(struct imm_extent_map *map);
 int imm_extent_map_push(struct imm_extent_map *map, const struct imm_extent *e);
 void imm_extent_map_normalize(struct imm_extent_map *map);
 void imm_extent_map_shrink(struct imm_extent_map *map);
+int imm_extent_map_copy(struct imm_extent_map *dst,
+			const struct imm_extent_map *src);
+int imm_extent_map_read_file(struct imm_handle *h, int fd, bool sync,
+			     struct imm_extent_map *map, uint64_t *start,
+			     uint64_t *end);
 int imm_extent_map_read(struct imm_ctx *ctx, int fd, uint64_t start,
 			uint64_t end, bool alloc_only, bool sync,
 			struct imm_extent_map *out);
