@@ -10,7 +10,10 @@ update=0
 lib=$1 inc=$2 baseline=$3
 command -v abidw >/dev/null || { echo "FAIL: abidw missing (apt-get install abigail-tools)"; exit 1; }
 # Without DWARF abidw sees only symbol names, and a changed struct passes.
-readelf -S "$lib" | grep -q '\.debug_info' \
+# The section table is read whole first: under pipefail, "readelf | grep -q"
+# fails whenever grep exits before readelf's last write (SIGPIPE, status 141).
+sections=$(readelf -S -W "$lib")
+grep -q '\.z\?debug_info' <<<"$sections" \
 	|| { echo "FAIL: $lib has no debug info; build it with -g (RelWithDebInfo)"; exit 1; }
 t=$(mktemp -d); trap 'rm -rf "$t"' EXIT
 # public types only: what the headers under include/ expose

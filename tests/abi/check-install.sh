@@ -7,7 +7,7 @@ build=$1 src=$2
 t=$(mktemp -d); trap 'rm -rf "$t"' EXIT
 prefix=$t/prefix
 cmake --install "$build" --prefix "$prefix" >"$t/install.log"
-libdir=$(ls -d "$prefix"/lib*/ | head -1); libdir=${libdir%/}
+libdirs=("$prefix"/lib*/); libdir=${libdirs[0]%/}
 fails=0
 need() { [ -e "$1" ] || { echo "FAIL: not installed: ${1#"$prefix"/}"; fails=1; }; }
 need "$prefix/include/libimmutable/libimmutable.h"

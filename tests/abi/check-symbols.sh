@@ -37,7 +37,7 @@ fi
 
 # every symbol has a man page: its own, or an alias listed in man/
 while read -r s; do
-	if ! ls "$man" | grep -q "^$s\.3" && ! grep -qs "^$s\b" "$man/aliases" 2>/dev/null \
+	if ! compgen -G "$man/$s.3*" >/dev/null && ! grep -qs "^$s\b" "$man/aliases" 2>/dev/null \
 		&& ! grep -lqs "\b$s\b" "$man"/*.3.scd; then
 		echo "FAIL: $s has no man page"; fails=1
 	fi

@@ -28,7 +28,7 @@ trap cleanup EXIT
 mkdir "$work/mnt"
 
 phase() {  # file phase field: that field of that phase's line
-	jq -r --arg p "$2" "select(.phase == \$p) | .$3" "$1" | head -1
+	jq -rs --arg p "$2" "map(select(.phase == \$p)) | first | .$3 // empty" "$1"
 }
 
 for fs in ext4 xfs; do
