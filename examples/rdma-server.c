@@ -111,6 +111,19 @@ static uint32_t breakable_seal(struct server *s)
 
 /* Seal, map, register.  1: retry later (someone else still has the file
  * open), 0: serving, <0: give up. */
+/* Release the seal (which revokes MR and mapping), then free both. */
+static void give_back(struct server *s)
+{
+	imm_release(s->h);
+	if (s->mr)
+		imm_dereg_mr(s->mr);
+	if (s->map)
+		imm_unmap(s->map);
+	s->mr = NULL;
+	s->map = NULL;
+	s->recalled = false;
+}
+
 static int seal_and_register(struct server *s)
 {
 	struct imm_topology t = { .sz = sizeof(t) };
@@ -132,6 +145,12 @@ static int seal_and_register(struct server *s)
 		r = imm_reg_mr(s->map, s->pd, 0, s->size, IBV_ACCESS_LOCAL_WRITE |
 			       IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ,
 			       IMM_MR_AUTO, &s->mr);
+	if (r == -ESTALE) {
+		/* recalled again before it could serve: give it back, again */
+		give_back(s);
+		say("recalled while sealing: released, sealing again");
+		return 1;
+	}
 	if (r < 0) {
 		say("cannot serve %s: %s", s->path, strerror(-r));
 		return r;
@@ -157,15 +176,10 @@ static void drop_client(struct server *s, int i)
  * clients are let go: they come back for the next generation's rkey. */
 static void unseal(struct server *s)
 {
-	imm_release(s->h);
+	give_back(s);
 	for (int i = 0; i < MAX_CLIENTS; i++)
 		if (s->clients[i])
 			rdma_disconnect(s->clients[i]);
-	imm_dereg_mr(s->mr);
-	imm_unmap(s->map);
-	s->mr = NULL;
-	s->map = NULL;
-	s->recalled = false;
 	say("released generation %" PRIu32 ": the layout change may proceed",
 	    s->generation);
 }
