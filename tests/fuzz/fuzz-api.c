@@ -134,6 +134,7 @@ static struct {
 	/* kept across inputs: proof that the inputs do real work */
 	struct {
 		unsigned long inputs, seals, maps, writes, events, forks;
+		unsigned long block_maps;	/* sealed ones exported */
 	} stats;
 } S;
 
@@ -581,6 +582,34 @@ static void op_seal(struct rd *r)
 	}
 }
 
+/* imm_block_map() with odd sizes, flags and room; what it fills must
+ * agree with the handle. */
+static void block_map(struct rd *r, struct hslot *hs)
+{
+	struct imm_block_extent ext[4];
+	struct imm_block_dev d = { .sz = sizeof(d) };
+	uint8_t b = next(r);
+	uint64_t gen, after;
+	int n;
+
+	if (b & 1)
+		d.sz = next(r) % (sizeof(d) + 1);
+	/* an async callback may release or re-seal meanwhile: compare only
+	 * when the generation stayed put around the call */
+	gen = imm_handle_get_generation(hs->h);
+	n = imm_block_map(hs->h, (b >> 1) & 3, &d, ext, b >> 4 & 3);
+	after = imm_handle_get_generation(hs->h);
+	if (n < 0 || gen != after ||
+	    d.sz < offsetof(struct imm_block_dev, generation) + 8)
+		return;
+	S.stats.block_maps += (d.flags & IMM_BDEV_SEALED) != 0;
+	if ((d.flags & IMM_BDEV_SEALED) && d.generation != gen)
+		fz_die("a block map of generation %llu from a handle at %llu",
+		       (unsigned long long)d.generation, (unsigned long long)gen);
+	if (n > 0 && (b >> 4 & 3) && ext[0].length == 0)
+		fz_die("an empty extent in a block map");
+}
+
 static void op_handle_misc(struct rd *r)
 {
 	struct hslot *hs = live_handle(r);
@@ -633,6 +662,8 @@ static void op_handle_misc(struct rd *r)
 	}
 	default:
 		(void)imm_handle_get_backend(hs->h);
+		if (b & 0x80)
+			block_map(r, hs);
 		break;
 	}
 }
@@ -917,9 +948,9 @@ static void reset_state(void)
 static void print_stats(void)
 {
 	fprintf(stderr, "fuzz: %lu inputs: %lu seals, %lu maps, %lu writes "
-			"through maps, %lu events, %lu forks\n", S.stats.inputs,
-		S.stats.seals, S.stats.maps, S.stats.writes, S.stats.events,
-		S.stats.forks);
+			"through maps, %lu events, %lu forks, %lu block maps\n",
+		S.stats.inputs, S.stats.seals, S.stats.maps, S.stats.writes,
+		S.stats.events, S.stats.forks, S.stats.block_maps);
 }
 
 static void run(const uint8_t *data, size_t size)
