@@ -8,12 +8,16 @@
  * the same numbers (its kill(), an O_ASYNC SIGIO) are pending on the
  * process.  sigtimedwait() or a signalfd read would take those too, so the
  * thread never waits in one: it polls a signalfd per number (poll does not
- * dequeue), checks SigPnd/ShdPnd of its own /proc/self/task/TID/status, and
- * reads a number's signalfd only when that number is pending on this thread
- * and not for the process.  A number pending for the process is left to
- * the application: its signalfd is not polled, and the thread re-checks
- * after a bounded back-off, no busy spin.  sigpending() (one
- * cheap syscall) skips the status read when nothing of ours is pending.
+ * dequeue).  A read takes the thread's own queue before the process's,
+ * oldest first, so before reading the break signal the thread queues a
+ * marker to itself (rt_tgsigqueueinfo) and reads up to the marker: all it
+ * reads was aimed at this thread, and an instance still pending after the
+ * marker is the process's.  SIGIO does not queue, so it cannot be bounded
+ * that way; when it is pending the thread reads SigPnd/ShdPnd of its
+ * /proc/self/task/TID/status instead (and for the break signal too when
+ * RLIMIT_SIGPENDING refuses the marker).  A number pending for the process
+ * is left to the application: its signalfd is not polled, and the thread
+ * re-checks after a bounded back-off, no busy spin.
  *
  * SIGIO stays in the mask for the kernel's fallback when the RT queue is
  * full (it names no fd: rescan).  Stop is a flag plus an eventfd, not a
@@ -27,11 +31,13 @@
 #include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -281,23 +287,16 @@ static uint64_t bit(int sig)
 }
 
 /*
- * What of ours is pending on this thread (*ret_mine), and what only for the
- * process (*ret_theirs), as masks.  sigpending() is the union of both: when
- * it has none of ours, that is all there is to know.
+ * From this thread's status file: what of @want is pending on this thread
+ * (*ret_mine) and what for the process (*ret_theirs), as masks.
  */
-static int pending(struct imm_ctx *ctx, uint64_t *ret_mine,
-		   uint64_t *ret_theirs)
+static int status_pending(struct imm_ctx *ctx, uint64_t want, uint64_t *ret_mine,
+			  uint64_t *ret_theirs)
 {
-	uint64_t ours = bit(ctx->signo) | bit(SIGIO), priv, shared;
+	uint64_t priv, shared;
 	char buf[4096];
-	sigset_t set;
 	ssize_t n;
 
-	*ret_mine = *ret_theirs = 0;
-	if (sigpending(&set) < 0)
-		return -errno;
-	if (!sigismember(&set, ctx->signo) && !sigismember(&set, SIGIO))
-		return 0;
 	n = pread(ctx->status_fd, buf, sizeof(buf) - 1, 0);
 	if (n <= 0)
 		return n < 0 ? -errno : -EIO;
@@ -306,8 +305,8 @@ static int pending(struct imm_ctx *ctx, uint64_t *ret_mine,
 	shared = status_mask(buf, "\nShdPnd:");
 	/* a number pending for both is left until the application takes its
 	 * own: which queue a read would take from is not ours to bet on */
-	*ret_mine = priv & ~shared & ours;
-	*ret_theirs = shared & ours;
+	*ret_mine = priv & ~shared & want;
+	*ret_theirs = shared & want;
 	return 0;
 }
 
@@ -320,11 +319,88 @@ static int take_one(struct imm_ctx *ctx, uint64_t mine)
 
 	if (n == (ssize_t)sizeof(si)) {
 		on_signal(ctx, &si);
-		return 0;
+		return 1;
 	}
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return 0;
 	return n < 0 ? -errno : -EIO;
+}
+
+static bool is_marker(const struct imm_ctx *ctx, const struct signalfd_siginfo *si)
+{
+	return si->ssi_code == SI_QUEUE && (pid_t)si->ssi_pid == ctx->notifier_pid &&
+	       si->ssi_ptr == (uintptr_t)ctx;
+}
+
+/*
+ * Read ctx->signo up to a marker queued behind what this thread has:
+ * everything before it was aimed here.  Returns how many were taken, or
+ * -EAGAIN when the marker could not be queued (RLIMIT_SIGPENDING).
+ */
+static int drain_to_marker(struct imm_ctx *ctx)
+{
+	siginfo_t mark = { .si_signo = ctx->signo, .si_code = SI_QUEUE };
+	struct signalfd_siginfo si;
+	int taken = 0;
+	ssize_t n;
+
+	mark.si_pid = ctx->notifier_pid;
+	mark.si_uid = ctx->notifier_uid;
+	mark.si_value.sival_ptr = ctx;
+	if (syscall(SYS_rt_tgsigqueueinfo, ctx->notifier_pid, ctx->notifier_tid,
+		    ctx->signo, &mark) < 0)
+		return -errno;
+	for (;;) {
+		n = read(ctx->sig_fd, &si, sizeof(si));
+		if (n < 0 && errno == EINTR)
+			continue;
+		/* only this thread reads its own queue: the marker is there */
+		if (n != (ssize_t)sizeof(si))
+			return n < 0 ? -errno : -EIO;
+		if (is_marker(ctx, &si))
+			return taken;
+		on_signal(ctx, &si);
+		taken++;
+	}
+}
+
+/*
+ * Take what of ours is pending (@set is sigpending()'s view, this thread's
+ * and the process's together); *ret_theirs gets the numbers pending for
+ * the process only.  Returns how many signals were taken.
+ */
+static int take_mine(struct imm_ctx *ctx, const sigset_t *set, uint64_t *ret_theirs)
+{
+	uint64_t want = 0, mine = 0, theirs = 0;
+	int taken = 0, r;
+
+	*ret_theirs = 0;
+	if (sigismember(set, ctx->signo)) {
+		r = drain_to_marker(ctx);
+		if (r == -EAGAIN)
+			want |= bit(ctx->signo);
+		else if (r < 0)
+			return r;
+		else if (r == 0)
+			*ret_theirs |= bit(ctx->signo);	/* pending, not here */
+		else
+			taken = r;
+	}
+	if (sigismember(set, SIGIO))
+		want |= bit(SIGIO);
+	if (!want)
+		return taken;
+	r = status_pending(ctx, want, &mine, &theirs);
+	if (r < 0)
+		return r;
+	*ret_theirs |= theirs;
+	for (uint64_t b = mine; b; b &= b - 1) {
+		r = take_one(ctx, b & -b);
+		if (r < 0)
+			return r;
+		taken += r;
+	}
+	return taken;
 }
 
 /* Sleep until something may be ours, a wake-up, or the back-off bound;
@@ -357,20 +433,21 @@ static int notifier_loop(struct imm_ctx *ctx)
 	bool told = false;
 
 	while (!atomic_load(&ctx->notifier_stop) && !ctx->free_on_notifier_exit) {
-		uint64_t mine, theirs, t = imm_now_ns();
+		uint64_t theirs = 0, t = imm_now_ns();
+		sigset_t set;
 
 		imm_event_deliver_late_all(ctx);
-		r = pending(ctx, &mine, &theirs);
-		if (r < 0)
-			return r;
-		if (mine) {
+		if (sigpending(&set) < 0)
+			return -errno;
+		if (sigismember(&set, ctx->signo) || sigismember(&set, SIGIO)) {
 			if (!atomic_load(&ctx->busy_since))
 				atomic_store(&ctx->busy_since,
 					     atomic_load(&ctx->quiet_ns));
-			r = take_one(ctx, mine);
+			r = take_mine(ctx, &set, &theirs);
 			if (r < 0)
 				return r;
-			continue;
+			if (r > 0)
+				continue;
 		}
 		/* empty at t: a later break started after t */
 		atomic_store(&ctx->quiet_ns, t);
@@ -408,6 +485,8 @@ static int notifier_open(struct imm_ctx *ctx)
 	ctx->sigio_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (ctx->sigio_fd < 0)
 		return -errno;
+	ctx->notifier_pid = getpid();
+	ctx->notifier_uid = getuid();
 	snprintf(path, sizeof(path), "/proc/self/task/%d/status",
 		 (int)ctx->notifier_tid);
 	ctx->status_fd = open(path, O_RDONLY | O_CLOEXEC);

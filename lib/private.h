@@ -114,6 +114,8 @@ struct imm_ctx {
 	bool notifier_running;
 	pthread_t notifier;
 	pid_t notifier_tid;
+	pid_t notifier_pid;		/* its process and user, for */
+	uid_t notifier_uid;		/* the marker it queues itself */
 	atomic_bool notifier_stop;
 	atomic_bool notifier_dead;	/* it stopped on an error ... */
 	atomic_int notifier_error;	/* ... this -errno, reported once */

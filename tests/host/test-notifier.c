@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -130,6 +131,109 @@ static void application_signals_stay_the_applications(void **state)
 	imm_ctx_unref(ctx);
 	close(pfd[0]);
 	close(pfd[1]);
+	assert_int_equal(pthread_sigmask(SIG_SETMASK, &old, NULL), 0);
+}
+
+/* Break @h's seal from another process; true when the recall came. */
+static bool recalled_once(struct imm_ctx *ctx, const char *p, struct seen *s)
+{
+	int want = __atomic_load_n(&s->recalls, __ATOMIC_SEQ_CST) + 1;
+	pid_t pid = fx_breaker_start(p, FX_OPEN_RDWR);
+	uint64_t end = fx_now_ns() + 10 * SEC;
+
+	while (__atomic_load_n(&s->recalls, __ATOMIC_SEQ_CST) < want &&
+	       fx_now_ns() < end)
+		assert_true(fx_dispatch_wait(ctx, 100) >= 0);
+	fx_breaker_wait(pid);
+	return __atomic_load_n(&s->recalls, __ATOMIC_SEQ_CST) >= want;
+}
+
+/*
+ * The application has its own instance of the context's signal pending
+ * (queued before the break, taken only after the recall): the break is
+ * still seen, within the notifier's back-off, and the application's
+ * signal, value and all, stays the application's.  A notifier that reads
+ * only what its status file shows pending on its thread alone never sees
+ * this break: it waits for the application, which waits for the recall.
+ */
+static void break_seen_while_application_signal_pending(void **state)
+{
+	struct seen s = { 0 };
+	struct imm_handle *h;
+	struct imm_ctx *ctx;
+	struct fx_log log;
+	char p[PATH_MAX];
+	struct timespec ts = { 1, 0 };
+	sigset_t set, old;
+	siginfo_t si;
+	int signo;
+
+	(void)state;
+	fx_need_root("a scratch ext4 on a loop device");
+	make_file("pending", p);
+	ctx = fx_ctx(&log);
+	signo = imm_ctx_get_signal(ctx);
+	sigemptyset(&set);
+	sigaddset(&set, signo);
+	assert_int_equal(pthread_sigmask(SIG_BLOCK, &set, &old), 0);
+	assert_int_equal(imm_ctx_set_event_fn(ctx, release_on_recall, &s, 0), 0);
+	h = fx_seal(ctx, p, IMM_SEAL_EXCLUSIVE, FILE_SIZE);
+	assert_int_equal(sigqueue(getpid(), signo, (union sigval){ .sival_int = 42 }), 0);
+	assert_true(recalled_once(ctx, p, &s));
+	assert_int_equal(sigtimedwait(&set, &si, &ts), signo);
+	assert_int_equal(si.si_code, SI_QUEUE);
+	assert_int_equal(si.si_value.sival_int, 42);
+	assert_int_equal(s.release_rc, 0);
+	assert_int_equal(log.errors, 0);
+	imm_handle_close(h);
+	imm_ctx_unref(ctx);
+	assert_int_equal(pthread_sigmask(SIG_SETMASK, &old, NULL), 0);
+}
+
+/*
+ * With RLIMIT_SIGPENDING at 0 the notifier cannot queue the marker that
+ * bounds its reads; it falls back on its status file, and breaks are still
+ * delivered while the application's own kill() stays the application's.
+ */
+static void breaks_seen_when_the_marker_is_refused(void **state)
+{
+	struct rlimit lim, zero = { 0, 0 };
+	struct seen s = { 0 };
+	struct imm_handle *h;
+	struct imm_ctx *ctx;
+	struct fx_log log;
+	char p[PATH_MAX];
+	sigset_t set, old;
+	int signo;
+
+	(void)state;
+	fx_need_root("a scratch ext4 on a loop device");
+	make_file("rlimit", p);
+	ctx = fx_ctx(&log);
+	signo = imm_ctx_get_signal(ctx);
+	sigemptyset(&set);
+	sigaddset(&set, signo);
+	assert_int_equal(pthread_sigmask(SIG_BLOCK, &set, &old), 0);
+	assert_int_equal(imm_ctx_set_event_fn(ctx, release_on_recall, &s, 0), 0);
+	h = fx_seal(ctx, p, IMM_SEAL_EXCLUSIVE, FILE_SIZE);
+	assert_int_equal(getrlimit(RLIMIT_SIGPENDING, &lim), 0);
+	zero.rlim_max = lim.rlim_max;
+	assert_int_equal(setrlimit(RLIMIT_SIGPENDING, &zero), 0);
+	/* the limit is real: a sigqueue() of our own fails */
+	assert_int_equal(sigqueue(getpid(), signo, (union sigval){ 0 }), -1);
+	assert_int_equal(errno, EAGAIN);
+	for (int i = 0; i < 5; i++) {
+		assert_true(recalled_once(ctx, p, &s));
+		assert_int_equal(imm_seal(h, 0, FILE_SIZE, IMM_SEAL_EXCLUSIVE, NULL), 0);
+	}
+	/* a kill() overrides the limit; the fallback leaves it alone too */
+	assert_int_equal(kill(getpid(), signo), 0);
+	assert_true(got(signo, SI_USER));
+	assert_int_equal(setrlimit(RLIMIT_SIGPENDING, &lim), 0);
+	assert_int_equal(s.release_rc, 0);
+	assert_int_equal(log.errors, 0);
+	imm_handle_close(h);
+	imm_ctx_unref(ctx);
 	assert_int_equal(pthread_sigmask(SIG_SETMASK, &old, NULL), 0);
 }
 
@@ -279,6 +383,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(application_signals_stay_the_applications),
+		cmocka_unit_test(break_seen_while_application_signal_pending),
+		cmocka_unit_test(breaks_seen_when_the_marker_is_refused),
 		cmocka_unit_test(late_notifier_still_revokes_in_time),
 		cmocka_unit_test(fork_detected_despite_same_pid),
 	};
