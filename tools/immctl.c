@@ -801,7 +801,7 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (!strcmp(argv[1], "--version")) {
-		puts("immctl (libimmutable) 1.0.0");
+		puts("immctl (libimmutable) " IMMCTL_VERSION);
 		return 0;
 	}
 	if (!strcmp(argv[1], "probe"))

@@ -68,6 +68,14 @@ mkfs.ext4 -q -F "$work/fs.img" >/dev/null
 mount -o loop "$work/fs.img" "$mnt"
 chmod 755 "$mnt"
 
+# ---------------------------------------------------------------- version
+# the version of the library immctl loads, from its file name (1.0.0 was
+# printed for a 1.2.0 library once)
+lib=$(ldd "$IMMCTL" | awk '$1 == "libimmutable.so.1" { print $3 }')
+libver=$(readlink -f "$lib" | sed -n 's/.*\.so\.\([0-9]*\.[0-9]*\.[0-9]*\)$/\1/p')
+check "--version names the library's version ($libver)" \
+	test "$("$IMMCTL" --version)" = "immctl (libimmutable) $libver"
+
 # ---------------------------------------------------------------- probe
 out=$("$IMMCTL" probe --json)
 check "probe --json is one JSON object" jq -e . <<<"$out" >/dev/null

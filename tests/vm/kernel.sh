@@ -83,15 +83,22 @@ apt_cache_private() {
 }
 
 apt_private_update() {  # once per run at most, and only when something is fetched
-	local dir=$VM_CACHE/apt key=/usr/share/keyrings/debian-archive-keyring.gpg
+	local dir=$VM_CACHE/apt key=/usr/share/keyrings/debian-archive-keyring.gpg uri
 	[ -n "${VM_APT_UPDATED:-}" ] && return 0
 	mkdir -p "$dir/lists/partial" "$dir/cache/archives/partial" "$dir/preferences.d"
+	# The archive is the one the system's own apt takes bookworm main from,
+	# a local mirror included; no host name is written here.
+	uri=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE) $(COMPONENT) $(CODENAME)' \
+		"Created-By: Packages" | awk '($2 == "bookworm" || $4 == "bookworm") && $3 == "main" && !u { u = $1 }
+					     END { print u }')
+	[ -n "$uri" ] || { echo "vm: the system's apt has no source for bookworm main;" \
+		"add one (any Debian mirror) to /etc/apt/sources.list.d" >&2; return 1; }
 	# The host's bookworm keyring verifies trixie-backports too: trixie's
 	# Release files are signed by the bookworm archive key as well as the
 	# trixie one (checked with debian-archive-keyring 2023.3+deb12u2).
 	{
-		echo "deb [signed-by=$key] http://deb.debian.org/debian bookworm-backports main"
-		echo "deb [signed-by=$key] http://deb.debian.org/debian trixie-backports main"
+		echo "deb [signed-by=$key] $uri bookworm-backports main"
+		echo "deb [signed-by=$key] $uri trixie-backports main"
 	} >"$dir/sources.list"
 	apt_private update >"$dir/update.log" 2>&1 \
 		|| { cat "$dir/update.log" >&2; echo "vm: apt-get update (private) failed" >&2; return 1; }
