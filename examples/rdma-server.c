@@ -134,8 +134,10 @@ static int seal_and_register(struct server *s)
 		r = imm_seal(s->h, 0, s->size, breakable_seal(s), NULL);
 	if (r == -EWOULDBLOCK || r == -EAGAIN || r == -EBUSY)
 		return 1;
-	if (r == -EINVAL && shrunk(s))
-		return 1;	/* the truncate landed after grow(): again */
+	/* the truncate landed after grow(), or while imm_seal() prepared the
+	 * range (the seal then finds part of it a hole): again */
+	if ((r == -EINVAL || r == -EUCLEAN) && shrunk(s))
+		return 1;
 	if (r == 0)
 		r = imm_topology_query(s->h, &t);
 	if (r == 0)

@@ -405,8 +405,10 @@ static int take_mine(struct imm_ctx *ctx, const sigset_t *set, uint64_t *ret_the
 
 /* Sleep until something may be ours, a wake-up, or the back-off bound;
  * a number pending for the process is not watched (it would not let us
- * sleep). */
-static int sleep_once(struct imm_ctx *ctx, uint64_t theirs, int timeout_ms)
+ * sleep).  When every number was watched, *ready says which are pending
+ * (as sigpending() would) and returns 1: the caller need not ask again. */
+static int sleep_once(struct imm_ctx *ctx, uint64_t theirs, int timeout_ms,
+		      sigset_t *ready)
 {
 	struct pollfd fds[3] = {
 		{ .fd = ctx->wake_fd, .events = POLLIN },
@@ -424,21 +426,32 @@ static int sleep_once(struct imm_ctx *ctx, uint64_t theirs, int timeout_ms)
 	if ((fds[0].revents & POLLIN) &&
 	    read(ctx->wake_fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
 		return -errno;
-	return 0;
+	if (theirs)
+		return 0;
+	sigemptyset(ready);
+	if (fds[1].revents & POLLIN)
+		sigaddset(ready, ctx->signo);
+	if (fds[2].revents & POLLIN)
+		sigaddset(ready, SIGIO);
+	return 1;
 }
 
 static int notifier_loop(struct imm_ctx *ctx)
 {
 	int backoff = 0, r;
-	bool told = false;
+	bool told = false, known = false;
+	uint64_t woke = 0;
+	sigset_t set;
 
 	while (!atomic_load(&ctx->notifier_stop) && !ctx->free_on_notifier_exit) {
-		uint64_t theirs = 0, t = imm_now_ns();
-		sigset_t set;
+		/* the poll that woke us already told what was pending, and
+		 * when: "empty" then holds from its return, not from now */
+		uint64_t theirs = 0, t = known ? woke : imm_now_ns();
 
 		imm_event_deliver_late_all(ctx);
-		if (sigpending(&set) < 0)
+		if (!known && sigpending(&set) < 0)
 			return -errno;
+		known = false;
 		if (sigismember(&set, ctx->signo) || sigismember(&set, SIGIO)) {
 			if (!atomic_load(&ctx->busy_since))
 				atomic_store(&ctx->busy_since,
@@ -462,10 +475,12 @@ static int notifier_loop(struct imm_ctx *ctx)
 		}
 		backoff = !theirs ? 0 : !backoff ? BACKOFF_MIN_MS :
 			  backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
-		r = sleep_once(ctx, theirs, theirs ? backoff : -1);
+		r = sleep_once(ctx, theirs, theirs ? backoff : -1, &set);
 		if (r < 0)
 			return r;
-		atomic_store(&ctx->quiet_ns, imm_now_ns());
+		known = r == 1;
+		woke = imm_now_ns();
+		atomic_store(&ctx->quiet_ns, woke);
 	}
 	return 0;
 }
