@@ -529,6 +529,9 @@ static void *notifier_main(void *arg)
 	uint64_t one = 1;
 	int r;
 
+	/* named, so top -H and the tests can tell the library's threads */
+	pthread_setname_np(pthread_self(), "imm-notify");
+
 	ctx->notifier_tid = gettid();
 	atomic_store(&ctx->quiet_ns, imm_now_ns());
 	r = notifier_open(ctx);
@@ -679,6 +682,7 @@ static void *revoker_main(void *arg)
 {
 	struct imm_ctx *ctx = arg;
 
+	pthread_setname_np(pthread_self(), "imm-revoke");
 	pthread_mutex_lock(&ctx->lock);
 	while (!atomic_load(&ctx->notifier_stop)) {
 		uint64_t now = imm_now_ns(), late = late_ns(ctx), at, since;

@@ -68,6 +68,43 @@ static int pidfd_open_(pid_t pid)
 	return (int)syscall(SYS_pidfd_open, pid, 0);
 }
 
+/* Threads of the library (named imm-*) in this process; -1 on error. */
+static int library_threads(void)
+{
+	char path[PATH_MAX], comm[32];
+	struct dirent *d;
+	int n = 0;
+	DIR *dir = opendir("/proc/self/task");
+
+	if (!dir)
+		return -1;
+	while ((d = readdir(dir))) {
+		FILE *f;
+
+		if (d->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", d->d_name);
+		f = fopen(path, "re");
+		if (!f)
+			continue;	/* exited meanwhile */
+		if (fgets(comm, sizeof(comm), f) && !strncmp(comm, "imm-", 4))
+			n++;
+		fclose(f);
+	}
+	closedir(dir);
+	return n;
+}
+
+pid_t fx_fork_alone(void)
+{
+	pid_t pid;
+
+	assert_until(library_threads() == 0, 10000);
+	pid = fork();
+	assert_true(pid >= 0);
+	return pid;
+}
+
 pid_t fx_waitpid_timeout(pid_t pid, int *status, int timeout_ms)
 {
 	uint64_t end = fx_now_ns() + (uint64_t)timeout_ms * 1000000ull;

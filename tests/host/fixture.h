@@ -121,6 +121,12 @@ void fx_pause_ms(int ms);
  * timeout_ms -- then it is SIGKILLed and reaped, and *status is not set;
  * -1 for no such process. */
 pid_t fx_waitpid_timeout(pid_t pid, int *status, int timeout_ms);
+/* fork() once no thread of the library runs (asserted within 10 s): for
+ * children that start contexts of their own.  A context freed after an
+ * asynchronous callback loses its notifier just after the last unref
+ * (libimmutable(7)), and ThreadSanitizer kills a child that starts
+ * threads after a multi-threaded fork. */
+pid_t fx_fork_alone(void);
 /* Asserts the child exits with status 0 within timeout_ms. */
 void fx_assert_child_ok(pid_t pid, int timeout_ms);
 /* One line (up to and including '\n') from fd, unbuffered, within

@@ -216,7 +216,7 @@ static void holder_killed_breaker_proceeds(void **state)
 	fx_need_root("a scratch ext4 on a loop device");
 	make_file("killed", p);
 	assert_int_equal(pipe2(ready, O_CLOEXEC), 0);
-	holder = fork();
+	holder = fx_fork_alone();
 	if (holder == 0) {
 		struct imm_handle *h;
 		struct imm_ctx *ctx;
@@ -379,7 +379,7 @@ static void lost_rt_signal_falls_back_to_rescan(void **state)
 	fx_need_root("a scratch ext4 on a loop device");
 	make_file("overflow", p);
 	assert_int_equal(pipe2(ready, O_CLOEXEC), 0);
-	holder = fork();
+	holder = fx_fork_alone();
 	if (holder == 0) {
 		struct rlimit rl = { 0, 0 };
 		struct seen s = { .release = true };
