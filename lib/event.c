@@ -389,7 +389,7 @@ IMM_EXPORT const char *imm_event_type_name(int type)
 {
 	switch (type) {
 	case IMM_EVENT_RECALL:
-		return "break";
+		return "recall";
 	case IMM_EVENT_VERIFY_MISMATCH:
 		return "verify-mismatch";
 	case IMM_EVENT_REVOKED:

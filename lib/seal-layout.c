@@ -104,7 +104,8 @@ static int layout_error(struct imm_handle *h, int e)
 
 	switch (e) {
 	case EAGAIN:
-		err(ctx, "a layout change is recalling a seal of this file "
+		/* a server re-sealing after a recall meets this: not an error */
+		info(ctx, "a layout change is recalling a seal of this file "
 			 "(this handle's or another holder's) and is owed its "
 			 "unseal first; release the handle if it was recalled, "
 			 "else wait for the change to finish, and seal again");

@@ -31,6 +31,16 @@ static int lease_error(struct imm_handle *h, int e, int type)
 
 	switch (e) {
 	case EAGAIN:
+		/* h->break_ns: written under h->lock, which imm_seal() took */
+		if (h->break_ns) {
+			/* after a recall this is the retry servers expect */
+			info(ctx, "the file is still %s elsewhere, most likely by "
+				  "the process that recalled this handle's seal "
+				  "(its open, or a truncate it is finishing, counts "
+				  "as one); seal again once it has closed the file",
+			     type == F_RDLCK ? "open for writing" : "open");
+			return -EAGAIN;
+		}
 		if (type == F_RDLCK)
 			err(ctx, "a shared seal needs the file to have no writer, "
 				 "and it is open for writing somewhere (perhaps "

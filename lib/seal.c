@@ -187,6 +187,32 @@ int imm_seal_teardown(struct imm_handle *h, int new_state)
 	return 0;
 }
 
+/* Each way a struct imm_seal_opts can be wrong, said as what to change. */
+static int check_seal_opts(struct imm_ctx *ctx, const struct imm_seal_opts *o)
+{
+	int r = imm_opts_check(o, sizeof(*o), o->sz);
+
+	if (r == -EINVAL) {
+		err(ctx, "imm_seal: struct imm_seal_opts.sz is %zu, too small to "
+			 "hold sz itself: set sz = sizeof(struct imm_seal_opts) "
+			 "or use IMM_SEAL_OPTS_INIT", o->sz);
+		return r;
+	}
+	if (r == -E2BIG) {
+		err(ctx, "imm_seal: struct imm_seal_opts (sz %zu) sets fields "
+			 "beyond the %zu bytes this library knows: the program "
+			 "was built against a newer header; zero them or run "
+			 "it with that newer library", o->sz, sizeof(*o));
+		return r;
+	}
+	if (o->sz >= sizeof(*o) && o->reserved) {
+		err(ctx, "imm_seal: struct imm_seal_opts.reserved is %u: it must "
+			 "be 0", o->reserved);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 static int check_seal_args(struct imm_handle *h, uint32_t flags,
 			   const struct imm_seal_opts *opts)
 {
@@ -194,7 +220,6 @@ static int check_seal_args(struct imm_handle *h, uint32_t flags,
 	uint32_t mode = flags & (IMM_SEAL_SHARED | IMM_SEAL_EXCLUSIVE);
 	uint32_t known = IMM_SEAL_SHARED | IMM_SEAL_EXCLUSIVE |
 			 IMM_SEAL_NO_PREPARE | IMM_SEAL_NO_BADBLOCKS;
-	int r;
 
 	if (flags & ~known) {
 		err(ctx, "imm_seal: unknown flags 0x%x", flags & ~known);
@@ -205,18 +230,7 @@ static int check_seal_args(struct imm_handle *h, uint32_t flags,
 			 "IMM_SEAL_EXCLUSIVE");
 		return -EINVAL;
 	}
-	if (opts) {
-		r = imm_opts_check(opts, sizeof(*opts), opts->sz);
-		if (r == 0 && opts->sz >= sizeof(*opts) && opts->reserved)
-			r = -EINVAL;
-		if (r < 0) {
-			err(ctx, "imm_seal: struct imm_seal_opts has unknown "
-				 "non-zero fields (sz %zu); set sz = sizeof and "
-				 "zero what you do not use", opts->sz);
-			return r;
-		}
-	}
-	return 0;
+	return opts ? check_seal_opts(ctx, opts) : 0;
 }
 
 static uint32_t margin_of(struct imm_handle *h, const struct imm_seal_opts *opts)
@@ -488,7 +502,8 @@ static int seal_commit(struct imm_handle *h, struct sealing *s, int r,
 		h->broken_while_sealing = true;
 	h->recheck_at_commit = false;
 	if (r == 0 && h->broken_while_sealing) {
-		err(h->ctx, "another process broke the seal while it was being "
+		/* a race the caller retries, as the man page says: info */
+		info(h->ctx, "another process broke the seal while it was being "
 			    "taken (it %s the file); the seal was given up: retry",
 		    imm_handle_backend(h)->id == IMM_BACKEND_LAYOUT ?
 		    "truncated, punched or remapped" : "opened or truncated");

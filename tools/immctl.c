@@ -609,7 +609,9 @@ void on_event(struct imm_event *ev, void *userdata)
 	}
 	snprintf(j + strlen(j), sizeof(j) - strlen(j), ",\"generation\":%" PRIu64,
 		 imm_event_get_generation(ev));
-	emit(o, imm_event_type_name(type), imm_event_get_time_ns(ev), j, t);
+	/* "break" predates the library's "recall"; scripts read it */
+	emit(o, type == IMM_EVENT_RECALL ? "break" : imm_event_type_name(type),
+	     imm_event_get_time_ns(ev), j, t);
 	if (type == IMM_EVENT_RECALL && o->auto_release) {
 		release_now(o);
 		o->done = true;

@@ -526,6 +526,14 @@ static void log_fn(void *data, int priority, const char *file, int line,
 	(void)line;
 	(void)fn;
 	log->count++;
+	log->any_priority = priority;
+	{
+		va_list copy;
+
+		va_copy(copy, args);
+		vsnprintf(log->any, sizeof(log->any), format, copy);
+		va_end(copy);
+	}
 	if (priority <= LOG_ERR) {
 		log->errors++;
 		vsnprintf(log->last, sizeof(log->last), format, args);

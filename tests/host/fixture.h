@@ -63,7 +63,9 @@ void fx_sysctl_set(const char *path, int value);
 struct fx_log {
 	int count;
 	int errors;
-	char last[1024];
+	char last[1024];	/* the last error */
+	char any[1024];		/* the last message of any priority ... */
+	int any_priority;	/* ... and its priority */
 };
 void fx_log_attach(struct imm_ctx *ctx, struct fx_log *log);
 #define assert_logged(log) assert_true((log)->errors > 0 && (log)->last[0])

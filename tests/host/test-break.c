@@ -16,6 +16,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include "fixture.h"
@@ -443,6 +444,70 @@ static void default_dispositions_survive(void **state)
 	close(to[1]);
 }
 
+/*
+ * After a recall, a seal taken again while the breaker still has the file
+ * open (it is finishing its open or truncate) is refused by the kernel:
+ * -EAGAIN, said at info level as "not done yet", not as an error; once the
+ * breaker has closed the file the same call succeeds.
+ */
+static void reseal_refused_until_the_breaker_is_done(void **state)
+{
+	struct seen s = { .release = true };
+	struct imm_handle *h;
+	struct imm_ctx *ctx;
+	struct fx_log log;
+	char p[PATH_MAX], x;
+	int opened[2], go[2], fd;
+	pid_t pid;
+
+	(void)state;
+	fx_need_root("a scratch ext4 on a loop device");
+	make_file("reseal", p);
+	ctx = fx_ctx(&log);
+	imm_ctx_set_log_priority(ctx, LOG_INFO);
+	assert_int_equal(imm_ctx_set_event_fn(ctx, record, &s, 0), 0);
+	h = fx_seal(ctx, p, IMM_SEAL_EXCLUSIVE, FILE_SIZE);
+	assert_int_equal(pipe2(opened, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(go, O_CLOEXEC), 0);
+	pid = fork();
+	if (pid == 0) {
+		alarm(30);	/* gone should the parent fail first */
+		fd = open(p, O_RDWR | O_CLOEXEC);	/* blocks: the recall */
+		if (fd < 0 || write(opened[1], "o", 1) != 1 ||
+		    read(go[0], &x, 1) != 1)
+			_exit(1);
+		_exit(close(fd) ? 2 : 0);
+	}
+	close(opened[1]);
+	close(go[0]);
+	dispatch_until(ctx, &s, 1);
+	assert_int_equal(s.release_rc, 0);
+	assert_int_equal(read(opened[0], &x, 1), 1);
+	/* the breaker's open exists: not yet */
+	assert_int_equal(imm_seal(h, 0, FILE_SIZE, IMM_SEAL_EXCLUSIVE, NULL),
+			 -EAGAIN);
+	assert_int_equal(log.any_priority, LOG_INFO);
+	assert_non_null(strstr(log.any, "recalled this handle's seal"));
+	assert_int_equal(log.errors, 0);
+	assert_int_equal(imm_handle_get_state(h), IMM_STATE_OPEN);
+	/* done: the same call seals */
+	assert_int_equal(write(go[1], "g", 1), 1);
+	fx_assert_child_ok(pid, 10000);
+	assert_int_equal(imm_seal(h, 0, FILE_SIZE, IMM_SEAL_EXCLUSIVE, NULL), 0);
+	/* no recall since that seal: an open of our own is our error again */
+	assert_int_equal(imm_release(h), 0);
+	fd = open(p, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(imm_seal(h, 0, FILE_SIZE, IMM_SEAL_EXCLUSIVE, NULL),
+			 -EAGAIN);
+	assert_int_equal(log.any_priority, LOG_ERR);
+	close(fd);
+	close(opened[0]);
+	close(go[1]);
+	imm_handle_close(h);
+	imm_ctx_unref(ctx);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -459,6 +524,7 @@ int main(void)
 		cmocka_unit_test(break_finds_its_handle_among_many),
 		cmocka_unit_test(lost_rt_signal_falls_back_to_rescan),
 		cmocka_unit_test(default_dispositions_survive),
+		cmocka_unit_test(reseal_refused_until_the_breaker_is_done),
 	};
 
 	return cmocka_run_group_tests(tests, fx_group_ext4_setup,

@@ -89,11 +89,15 @@ static void opts_struct(void **state)
 	big.o.sz = sizeof(big);
 	big.future = 1;
 	assert_int_equal(imm_seal(h, 0, MiB, IMM_SEAL_EXCLUSIVE, &big.o), -E2BIG);
+	assert_non_null(strstr(log.last, "built against a newer header"));
+	/* each mistake is named, not "unknown fields" for all three */
 	o.reserved = 1;
 	assert_int_equal(imm_seal(h, 0, MiB, IMM_SEAL_EXCLUSIVE, &o), -EINVAL);
+	assert_non_null(strstr(log.last, "reserved is 1: it must be 0"));
 	o.sz = 1;
 	o.reserved = 0;
 	assert_int_equal(imm_seal(h, 0, MiB, IMM_SEAL_EXCLUSIVE, &o), -EINVAL);
+	assert_non_null(strstr(log.last, "too small to hold sz itself"));
 	assert_false(fx_leased(p));
 	/* zero there: fine; an older, smaller struct: fine */
 	big.future = 0;
@@ -289,6 +293,10 @@ static void verify_mismatch_after_punch_by_earlier_opener(void **state)
 	assert_true(imm_event_get_time_ns(ev) > 0);
 	assert_string_equal(imm_event_type_name(imm_event_get_type(ev)),
 			    "verify-mismatch");
+	/* named as the enum is, not "break" */
+	assert_string_equal(imm_event_type_name(IMM_EVENT_RECALL), "recall");
+	assert_string_equal(imm_event_type_name(IMM_EVENT_REVOKED), "revoked");
+	assert_null(imm_event_type_name(0));
 	imm_event_unref(ev);
 	/* one event per defeated seal, however often it is verified */
 	assert_int_equal(imm_verify(h), -ESTALE);
