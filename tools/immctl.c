@@ -643,14 +643,24 @@ static int parse_seal_args(int argc, char **argv, struct seal_args *a)
 	};
 	static const char usage[] =
 		"usage: immctl seal [--shared|--exclusive] [--json] [--auto-release]\n"
-		"                   [--offset N --length N] FILE\n";
+		"                   [--offset N] [--length N] FILE\n";
 	int c;
 
-	a->flags = IMM_SEAL_EXCLUSIVE;
 	while ((c = getopt_long(argc, argv, "sxjao:l:h", opts, NULL)) != -1) {
 		switch (c) {
-		case 's': a->flags = IMM_SEAL_SHARED; break;
-		case 'x': a->flags = IMM_SEAL_EXCLUSIVE; break;
+		case 's':
+		case 'x': {
+			uint32_t f = c == 's' ? IMM_SEAL_SHARED : IMM_SEAL_EXCLUSIVE;
+
+			/* the last one winning would hide a typo in a script */
+			if (a->flags && a->flags != f) {
+				fputs("immctl: seal: give one of --shared and "
+				      "--exclusive, not both\n", stderr);
+				return EXIT_USAGE;
+			}
+			a->flags = f;
+			break;
+		}
 		case 'j': a->json = true; break;
 		case 'a': a->auto_release = true; break;
 		case 'o':
@@ -677,6 +687,8 @@ static int parse_seal_args(int argc, char **argv, struct seal_args *a)
 		fputs(usage, stderr);
 		return EXIT_USAGE;
 	}
+	if (!a->flags)
+		a->flags = IMM_SEAL_EXCLUSIVE;
 	a->path = argv[optind];
 	return 0;
 }

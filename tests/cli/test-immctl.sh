@@ -106,6 +106,9 @@ expect_usage() {  # what args...
 expect_usage "probe: unknown option" --frobnicate
 expect_usage "probe: --dax-dir needs a directory" --dax-dir
 expect_usage "probe: no operands" /tmp
+rc=0; err=$("$IMMCTL" seal --shared --exclusive /tmp/x 2>&1) || rc=$?
+check "seal: --shared and --exclusive together is a usage error" \
+	test "$rc/$(grep -c 'not both' <<<"$err")" = 2/1
 
 # ---------------------------------------------------------------- status
 f=$mnt/data
@@ -218,6 +221,15 @@ wait_exit "$holder" 10 || true
 out=$(cat "$work/shared")
 check "shared text output" grep -q 'sealed.*\[1048576, +65536) shared' <<<"$out"
 check "shared seal broken by a writer" grep -q '^break' <<<"$out"
+
+# --offset alone: to the end of the file
+"$IMMCTL" seal --json --auto-release --offset 1M "$f" >"$events" &
+holder=$!
+wait_for "$events" sealed 10
+check "seal --offset alone seals to EOF" \
+	test "$(head -1 "$events" | jq -r '"\(.offset)+\(.length)"')" = "1048576+$(($(stat -c %s "$f") - 1048576))"
+cat "$f" >/dev/null
+wait_exit "$holder" 10 || true
 
 # ---------------------------------------------------------------- errors
 expect_fail() {  # what code pattern cmd...
