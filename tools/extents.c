@@ -201,7 +201,7 @@ int cmd_extents(int argc, char **argv)
 	prog_target = a.path;
 	o.json = a.json;
 	o.auto_release = true;	/* a recall ends the hold */
-	if (new_ctx(&ctx))
+	if ((a.seal && hold_signals(&o)) || new_ctx(&ctx))
 		return EXIT_FAILURE;
 	r = a.seal ? imm_ctx_set_event_fn(ctx, on_event, &o, 0) : 0;
 	if (r == 0)

@@ -695,7 +695,7 @@ static int parse_seal_args(int argc, char **argv, struct seal_args *a)
 
 /* SIGINT/SIGTERM through a signalfd: the library's notifier never sees
  * them, and the process keeps its dispositions for everything else. */
-static int stop_signals_fd(void)
+int hold_signals(struct holder *o)
 {
 	sigset_t set;
 
@@ -703,19 +703,20 @@ static int stop_signals_fd(void)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
 	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
-		return -errno;
-	return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+		return fail("cannot block SIGINT/SIGTERM", -errno);
+	o->stop_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (o->stop_fd < 0)
+		return fail("cannot watch SIGINT/SIGTERM", -errno);
+	return 0;
 }
 
 int hold(struct imm_ctx *ctx, struct holder *o)
 {
 	struct pollfd pfd[2] = {
 		{ .fd = imm_ctx_get_fd(ctx), .events = POLLIN },
-		{ .fd = stop_signals_fd(), .events = POLLIN },
+		{ .fd = o->stop_fd, .events = POLLIN },
 	};
 
-	if (pfd[1].fd < 0)
-		return fail("cannot watch SIGINT/SIGTERM", -errno);
 	while (!o->done) {
 		if (poll(pfd, 2, -1) < 0) {
 			if (errno == EINTR)
@@ -729,7 +730,6 @@ int hold(struct imm_ctx *ctx, struct holder *o)
 			o->done = true;
 		}
 	}
-	close(pfd[1].fd);
 	return o->status;
 }
 
@@ -749,7 +749,7 @@ static int cmd_seal(int argc, char **argv)
 	prog_target = a.path;
 	o.json = a.json;
 	o.auto_release = a.auto_release;
-	if (new_ctx(&ctx))
+	if (hold_signals(&o) || new_ctx(&ctx))
 		return EXIT_FAILURE;
 	r = imm_ctx_set_event_fn(ctx, on_event, &o, 0);
 	if (r == 0)
@@ -797,7 +797,7 @@ static void usage(FILE *f)
 	      "                                 RDMA devices and registration modes\n"
 	      "  status [--json] [--force] FILE block map, DAX, lease holders\n"
 	      "  seal [--shared|--exclusive] [--json] [--auto-release]\n"
-	      "       [--offset N --length N] FILE\n"
+	      "       [--offset N] [--length N] FILE\n"
 	      "                                 prepare, seal, print events\n"
 	      "  extents [--json] [--seal [--shared]] FILE\n"
 	      "                                 the physical block map and its device\n"

@@ -26,6 +26,7 @@ struct holder {
 	bool auto_release;
 	bool done;
 	int status;
+	int stop_fd;	/* signalfd of SIGINT/SIGTERM from hold_signals(); open until exit */
 	struct imm_handle *h;
 };
 /* One event line: JSON with extra_json appended, or text. */
@@ -34,6 +35,10 @@ void emit(const struct holder *o, const char *event, uint64_t t,
 void release_now(struct holder *o);
 /* imm_ctx_set_event_fn() callback: prints, releases if auto_release */
 void on_event(struct imm_event *ev, void *userdata);
+/* Block SIGINT/SIGTERM into o->stop_fd; before anything is sealed, so
+ * that a signal sent once the first event line is out cannot kill the
+ * process before hold() watches for it.  0 or EXIT_FAILURE. */
+int hold_signals(struct holder *o);
 /* Dispatch until done; SIGINT/SIGTERM release.  The exit status. */
 int hold(struct imm_ctx *ctx, struct holder *o);
 
