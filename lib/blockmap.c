@@ -509,8 +509,12 @@ IMM_EXPORT int imm_block_map(struct imm_handle *h, uint32_t flags,
 		r = imm_extent_map_read_file(h, fd, true, &map, &start, &end);
 	if (r == 0)
 		r = check_extents(h, &map);
-	if (r == 0 && map.n > INT_MAX)
+	if (r == 0 && map.n > INT_MAX) {
+		err(h->ctx, "imm_block_map: the range has %zu extents, more than "
+			    "the int return value can count: seal a smaller "
+			    "range", map.n);
 		r = -EOVERFLOW;
+	}
 	if (r == 0 && gen && !(d.flags & IMM_BDEV_DAX))
 		r = drop_cache(h, fd, start, end);
 	if (r == 0 && gen) {

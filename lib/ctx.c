@@ -245,17 +245,25 @@ IMM_EXPORT int imm_ctx_get_signal(const struct imm_ctx *ctx)
 	return ctx ? ctx->signo : -EINVAL;
 }
 
+/* One limit for the context's margin and a seal's own (struct imm_seal_opts). */
+int imm_revoke_margin_check(struct imm_ctx *ctx, const char *who, uint32_t ms)
+{
+	if (ms <= IMM_REVOKE_MARGIN_MAX_MS)
+		return 0;
+	err(ctx, "%s: revoke margin %u ms is longer than any lease-break-time "
+		 "worth having; use at most one hour (%u ms)", who, ms,
+	    IMM_REVOKE_MARGIN_MAX_MS);
+	return -EINVAL;
+}
+
 IMM_EXPORT int imm_ctx_set_revoke_margin(struct imm_ctx *ctx, uint32_t margin_ms)
 {
 	if (!ctx)
 		return -EINVAL;
 	if (imm_forked(ctx))
 		return imm_check_fork(ctx, "imm_ctx_set_revoke_margin");
-	if (margin_ms > 3600u * 1000u) {
-		err(ctx, "revoke margin %u ms is longer than any lease-break-time "
-			 "worth having; use at most one hour", margin_ms);
+	if (imm_revoke_margin_check(ctx, "imm_ctx_set_revoke_margin", margin_ms))
 		return -EINVAL;
-	}
 	pthread_mutex_lock(&ctx->lock);
 	ctx->revoke_margin_ms = margin_ms;
 	pthread_mutex_unlock(&ctx->lock);

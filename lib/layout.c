@@ -44,9 +44,10 @@ IMM_EXPORT int imm_layout_query(struct imm_handle *h, uint64_t offset,
 	else if (length == 0)
 		length = 1;	/* past EOF: let the check below say so */
 	if (length && !imm_range_valid(offset, length, (uint64_t)st.st_size, &e)) {
-		err(h->ctx, "imm_layout_query: range [%llu, +%llu) lies outside "
-			    "the file (size %lld)", (unsigned long long)offset,
-		    (unsigned long long)length, (long long)st.st_size);
+		err(h->ctx, "imm_layout_query: range [%llu, +%llu) %s (file "
+			    "size %lld)", (unsigned long long)offset,
+		    (unsigned long long)length, imm_range_problem(e, length),
+		    (long long)st.st_size);
 		r = -e;
 		goto out;
 	}

@@ -54,9 +54,14 @@ static int pmem2_errno(int r)
 	}
 }
 
+/* libpmem2's words, quoted as its own: they name its internals, and the
+ * caller's mistakes are checked before calling it (see deep_flush_range). */
 static int pmem2_fail(struct imm_handle *h, const char *call, int r)
 {
-	err(h->ctx, "%s: %s", call, pmem2_errormsg());
+	const char *msg = pmem2_errormsg();
+
+	err(h->ctx, "%s failed (%d); libpmem2 says: %s", call, r,
+	    msg && *msg ? msg : "nothing");
 	return pmem2_errno(r);
 }
 
@@ -491,6 +496,21 @@ IMM_EXPORT imm_drain_fn imm_map_get_drain_fn(const struct imm_map *m)
 	return m ? m->drain : NULL;
 }
 
+/* Whether [ptr, +size) lies in the mapping; libpmem2's own message for
+ * this came out garbled ("rage", the map object's address as its end). */
+static bool deep_flush_range(const struct imm_map *m, const void *ptr,
+			     size_t size)
+{
+	uintptr_t a = (uintptr_t)m->addr, p = (uintptr_t)ptr;
+
+	if (p >= a && p - a <= m->length && size <= m->length - (p - a))
+		return true;
+	err(m->h->ctx, "imm_map_deep_flush: [%p, +%zu) is not inside the "
+		       "mapping [%p, +%llu): flush a range of this mapping",
+	    ptr, size, m->addr, (unsigned long long)m->length);
+	return false;
+}
+
 IMM_EXPORT int imm_map_deep_flush(struct imm_map *m, void *ptr, size_t size)
 {
 	int r;
@@ -501,7 +521,9 @@ IMM_EXPORT int imm_map_deep_flush(struct imm_map *m, void *ptr, size_t size)
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&m->h->lock);
-	if (!m->pm) {
+	if (m->pm && !deep_flush_range(m, ptr, size)) {
+		r = -EINVAL;
+	} else if (!m->pm) {
 		err(m->h->ctx, "imm_map_deep_flush: the mapping was torn down "
 			       "with its seal");
 		r = -ESTALE;

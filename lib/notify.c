@@ -75,7 +75,8 @@ void imm_breaking_remove(struct imm_ctx *ctx, struct imm_handle *h)
  * The kernel's deadline runs from its break.  The signal can reach us late
  * (a busy callback, a verify), so plan from the earliest moment the break
  * can have started: when the notifier last saw its queue empty or woke up.
- * Never plan to revoke later than halfway to a short deadline.
+ * A margin longer than half the break time is cut to half: the holder
+ * always gets at least half of it to release on its own.
  */
 static void plan_deadline(struct imm_handle *h, uint64_t since)
 {

@@ -212,11 +212,17 @@ void imm_log_init(struct imm_ctx *ctx);
 #define warn(ctx, ...) imm_log_cond(ctx, LOG_WARNING, __VA_ARGS__)
 #define err(ctx, ...) imm_log_cond(ctx, LOG_ERR, __VA_ARGS__)
 
+/* ctx.c: the longest revoke margin, for the context's and a seal's own. */
+#define IMM_REVOKE_MARGIN_MAX_MS (3600u * 1000u)
+int imm_revoke_margin_check(struct imm_ctx *ctx, const char *who, uint32_t ms);
+
 /* util.c */
 uint64_t imm_now_ns(void);
 int imm_read_sysctl_int(const char *path, int *ret_value);
 bool imm_range_valid(uint64_t offset, uint64_t length, uint64_t size,
 		     int *ret_errno);
+/* What is wrong with a range imm_range_valid() refused, for a log line. */
+const char *imm_range_problem(int e, uint64_t length);
 void imm_range_align(uint64_t offset, uint64_t length, uint32_t block,
 		     uint64_t *ret_start, uint64_t *ret_end);
 int imm_opts_check(const void *opts, size_t known_size, size_t given_size);

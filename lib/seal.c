@@ -205,6 +205,10 @@ static int check_seal_opts(struct imm_ctx *ctx, const struct imm_seal_opts *o)
 			 "it with that newer library", o->sz, sizeof(*o));
 		return r;
 	}
+	if (o->sz >= offsetof(struct imm_seal_opts, revoke_margin_ms) +
+			     sizeof(o->revoke_margin_ms) &&
+	    imm_revoke_margin_check(ctx, "imm_seal", o->revoke_margin_ms))
+		return -EINVAL;
 	if (o->sz >= sizeof(*o) && o->reserved) {
 		err(ctx, "imm_seal: struct imm_seal_opts.reserved is %u: it must "
 			 "be 0", o->reserved);
@@ -468,9 +472,7 @@ static int seal_begin(struct imm_handle *h, uint64_t offset, uint64_t length,
 		err(ctx, "imm_seal: range [%llu, +%llu) %s (file size %lld); "
 			 "seal a non-empty range inside the file, or grow the "
 			 "file first", (unsigned long long)offset,
-		    (unsigned long long)length,
-		    e == EOVERFLOW ? "overflows" :
-		    length == 0 ? "is empty" : "extends past EOF",
+		    (unsigned long long)length, imm_range_problem(e, length),
 		    (long long)st.st_size);
 		return -e;
 	}

@@ -72,6 +72,13 @@ bool imm_range_valid(uint64_t offset, uint64_t length, uint64_t size,
 	return true;
 }
 
+const char *imm_range_problem(int e, uint64_t length)
+{
+	if (e == EOVERFLOW)
+		return "ends past the largest file offset, 2^63 - 1";
+	return length == 0 ? "is empty" : "extends past EOF";
+}
+
 /* Widen [offset, offset+length) to whole filesystem blocks. */
 void imm_range_align(uint64_t offset, uint64_t length, uint32_t block,
 		     uint64_t *ret_start, uint64_t *ret_end)

@@ -34,36 +34,69 @@
 #define MAX_HOLDERS 16
 
 const char *prog_target;
+/*
+ * One line per failure, "immctl: FILE: REASON", with the library's
+ * explanation as the reason: an error the library logs on the main thread
+ * is held until fail() reports the failure it explains.  A held line that
+ * no failure claims is printed before the next one, and at exit.
+ */
+static _Thread_local bool main_thread;
+static _Thread_local char held[1024];
 /* While status --force waits for a holder, the library's "leased, retry"
- * lines are expected: hold the latest instead of printing each one. */
+ * lines are expected: hold only the latest, print none of them. */
 static bool log_deferred;
-static char deferred_msg[1024];
+
+static void print_reason(const char *prefix, const char *msg)
+{
+	/* the library often names the file itself: do not say it twice */
+	bool named = !prog_target || !strncmp(msg, prog_target, strlen(prog_target));
+
+	fprintf(stderr, "immctl: %s%s%s%s\n", named ? "" : prog_target,
+		named ? "" : ": ", prefix, msg);
+}
+
+static void flush_held(void)
+{
+	if (held[0])
+		print_reason("", held);
+	held[0] = '\0';
+}
+
+/* "imm_seal: range ..." is "range ...": immctl's user calls no imm_seal() */
+static const char *without_call(const char *msg)
+{
+	size_t n = strspn(msg, "abcdefghijklmnopqrstuvwxyz_");
+
+	return !strncmp(msg, "imm_", 4) && !strncmp(msg + n, ": ", 2) ?
+		       msg + n + 2 : msg;
+}
 
 static void log_to_stderr(void *data, int priority, const char *file, int line,
 			  const char *fn, const char *format, va_list args)
 {
 	char msg[1024];
-	bool named;
 
 	(void)data;
 	(void)file;
 	(void)line;
 	(void)fn;
 	vsnprintf(msg, sizeof(msg), format, args);
-	if (log_deferred) {
-		snprintf(deferred_msg, sizeof(deferred_msg), "%s", msg);
+	if (main_thread && (priority <= LOG_ERR || log_deferred)) {
+		if (!log_deferred)
+			flush_held();
+		snprintf(held, sizeof(held), "%s", without_call(msg));
 		return;
 	}
-	/* the library often names the file itself: do not say it twice */
-	named = !prog_target || !strncmp(msg, prog_target, strlen(prog_target));
-	fprintf(stderr, "immctl: %s%s%s%s\n", named ? "" : prog_target,
-		named ? "" : ": ",
-		priority > LOG_ERR ? (priority >= LOG_DEBUG ? "(debug) " : "(info) ") : "",
-		msg);
+	print_reason(priority > LOG_ERR ? (priority >= LOG_DEBUG ? "(debug) " :
+				   "(info) ") : "", msg);
 }
 
 int fail(const char *what, int r)
 {
+	if (held[0]) {
+		flush_held();
+		return EXIT_FAILURE;
+	}
 	fprintf(stderr, "immctl: %s%s%s: %s\n", prog_target ? prog_target : "",
 		prog_target ? ": " : "", what, strerror(-r));
 	return EXIT_FAILURE;
@@ -477,15 +510,16 @@ static int query_map_waiting(struct imm_ctx *ctx, struct status *s)
 		nanosleep(&pause_ts, NULL);
 	log_deferred = false;
 	if (r == -EWOULDBLOCK) {
+		held[0] = '\0';	/* "leased, retry": what follows says it all */
 		fprintf(stderr, "immctl: %s: cannot read the extent map: the "
 				"lease holder did not release it within "
 				"lease-break-time + 1 s (%d s); retry, or stop "
 				"the holder\n", s->path, lbt + 1);
 		return r;
 	}
-	if (r < 0 && deferred_msg[0])	/* a failure of its own: show it */
-		fprintf(stderr, "immctl: %s\n", deferred_msg);
-	return r;
+	if (r == 0)
+		held[0] = '\0';	/* the retries it needed are not errors */
+	return r;	/* a failure of its own: fail() shows the held reason */
 }
 
 static int read_map(struct status *s, bool force)
@@ -725,6 +759,7 @@ int hold(struct imm_ctx *ctx, struct holder *o)
 		}
 		if (pfd[0].revents && imm_ctx_dispatch(ctx) < 0)
 			o->status = EXIT_FAILURE;
+		flush_held();
 		if (!o->done && pfd[1].revents) {
 			release_now(o);
 			o->done = true;
@@ -804,7 +839,7 @@ static void usage(FILE *f)
 	      "See immctl(1).\n", f);
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
 	if (argc < 2) {
 		usage(stderr);
@@ -829,4 +864,14 @@ int main(int argc, char **argv)
 	fprintf(stderr, "immctl: unknown command '%s'\n", argv[1]);
 	usage(stderr);
 	return EXIT_USAGE;
+}
+
+int main(int argc, char **argv)
+{
+	int r;
+
+	main_thread = true;
+	r = run(argc, argv);
+	flush_held();
+	return r;
 }

@@ -55,7 +55,7 @@ enum imm_backend {
 	IMM_BACKEND_NONE = 0,
 	IMM_BACKEND_LEASE = 1,	/* stock kernels: F_SETLEASE emulation */
 	IMM_BACKEND_LAYOUT = 2,	/* kernels with the companion patch */
-	_IMM_BACKEND_FORCE_INT = 0x7fffffff
+	IMM_BACKEND_FORCE_INT = 0x7fffffff	/* keeps the enum int-sized */
 };
 int imm_ctx_get_backend(const struct imm_ctx *ctx);
 /* the backend that seals this handle's file (since 1.2) */
@@ -71,7 +71,7 @@ enum imm_event_type {
 	IMM_EVENT_RECALL = 1,		/* someone wants the blocks: release */
 	IMM_EVENT_VERIFY_MISMATCH = 2,	/* the extent map changed under the seal */
 	IMM_EVENT_REVOKED = 3,		/* the library dropped the seal itself */
-	_IMM_EVENT_FORCE_INT = 0x7fffffff
+	IMM_EVENT_FORCE_INT = 0x7fffffff	/* keeps the enum int-sized */
 };
 
 /* Run on the library's notifier thread, as soon as the kernel reports. */
@@ -117,7 +117,7 @@ enum imm_handle_state {
 	IMM_STATE_REVOKED = 4,	/* the library dropped the seal */
 	IMM_STATE_DEFEATED = 5,	/* sealed, but the extent map changed */
 	IMM_STATE_CLOSED = 6,
-	_IMM_STATE_FORCE_INT = 0x7fffffff
+	IMM_STATE_FORCE_INT = 0x7fffffff	/* keeps the enum int-sized */
 };
 int imm_handle_get_state(const struct imm_handle *h);
 const char *imm_state_name(int state);
@@ -192,7 +192,7 @@ enum imm_granularity {
 	IMM_GRANULARITY_NONE = 0,	/* no such mapping can be made */
 	IMM_GRANULARITY_BYTE = 1,	/* stores persist from the CPU cache */
 	IMM_GRANULARITY_CACHE_LINE = 2,	/* persist = cache flush + fence */
-	IMM_GRANULARITY_PAGE = 3,	/* persist = msync of whole pages */
+	IMM_GRANULARITY_PAGE = 3	/* persist = msync of whole pages */
 };
 
 #define IMM_MAP_SYNC 0x1u	/* require synchronous faults (MAP_SYNC): byte

@@ -25,7 +25,7 @@ enum imm_mr_mode {
 	IMM_MR_AUTO = 0,	/* request only: the safest mode that works */
 	IMM_MR_PINNED = 1,	/* a long-term pin of the pages */
 	IMM_MR_ODP = 2,		/* on-demand paging, no pin */
-	IMM_MR_PINNED_SEALED = 3, /* a pin the kernel ties to the seal
+	IMM_MR_PINNED_SEALED = 3  /* a pin the kernel ties to the seal
 				   * (layout backend, companion kernel
 				   * patch): fsdax under a layout seal */
 };

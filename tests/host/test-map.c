@@ -143,10 +143,19 @@ static void page_granularity_when_allowed(const struct fx_fs *fs)
 	for (size_t i = 0; i < sizeof(buf); i++)
 		assert_int_equal((unsigned char)buf[i], 0x5a);
 	assert_int_equal(imm_map_deep_flush(m, a, 4096), 0);
+	/* outside the mapping: the library's words; libpmem2's were garbled */
+	assert_int_equal(imm_map_deep_flush(m, a + 256 * 1024, 1), -EINVAL);
+	assert_non_null(strstr(log.last, "is not inside the mapping"));
+	assert_null(strstr(log.last, "rage"));
+	assert_int_equal(imm_map_deep_flush(m, (void *)((uintptr_t)a - 1), 1),
+			 -EINVAL);
+	assert_int_equal(imm_map_deep_flush(m, a + 4096, SIZE_MAX), -EINVAL);
+	assert_int_equal(imm_map_deep_flush(m, a + 256 * 1024 - 4096, 4096), 0);
+	assert_int_equal(log.errors, 3);
 
 	assert_int_equal(imm_unmap(m), 0);
 	assert_int_equal(maps_of(p), 0);
-	assert_int_equal(log.errors, 0);
+	assert_int_equal(log.errors, 3);	/* none from mapping and unmapping */
 	imm_handle_close(h);
 	imm_ctx_unref(ctx);
 }

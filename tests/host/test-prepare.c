@@ -382,6 +382,43 @@ static void subrange_only(void **state)
 	fx_umount(&fs);
 }
 
+/* Each refused range says which limit it broke; none changes the file. */
+static void layout_query_errors(void **state)
+{
+	struct imm_layout_info li = { .sz = sizeof(li) };
+	struct imm_handle *h;
+	struct imm_ctx *ctx;
+	struct fx_log log;
+	struct fx_fs fs;
+	char p[PATH_MAX];
+
+	(void)state;
+	fx_need_root("a scratch ext4 on a loop device");
+	fx_mount(&fs, "ext4", 32, NULL);
+	fx_path(&fs, "q", p);
+	fx_sparse_file(p, 1 << 20);
+	ctx = fx_ctx(&log);
+	assert_int_equal(imm_handle_open(ctx, p, IMM_RDONLY, &h), 0);
+	assert_int_equal(imm_layout_query(h, (1 << 20) - 1, 2, &li), -EINVAL);
+	assert_non_null(strstr(log.last, "extends past EOF (file size 1048576)"));
+	assert_int_equal(imm_layout_query(h, UINT64_MAX - 10, 100, &li), -EOVERFLOW);
+	assert_non_null(strstr(log.last, "past the largest file offset, 2^63 - 1"));
+	assert_int_equal(imm_layout_query(h, 1ull << 62, 1ull << 62, &li),
+			 -EOVERFLOW);
+	assert_int_equal(imm_layout_query(h, 0, 0, NULL), -EINVAL);
+	li.sz = 1;
+	assert_int_equal(imm_layout_query(h, 0, 0, &li), -EINVAL);
+	li.sz = sizeof(li);
+	/* to EOF, and the last byte alone, are inside */
+	assert_int_equal(imm_layout_query(h, 0, 0, &li), 0);
+	assert_int_equal(li.file_size, 1 << 20);
+	assert_int_equal(imm_layout_query(h, (1 << 20) - 1, 1, &li), 0);
+	assert_int_equal(fx_size(p), 1 << 20);
+	imm_handle_close(h);
+	imm_ctx_unref(ctx);
+	fx_umount(&fs);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -393,6 +430,7 @@ int main(void)
 		cmocka_unit_test(inline_data_is_refused),
 		cmocka_unit_test(no_prepare_refuses_and_changes_nothing),
 		cmocka_unit_test(subrange_only),
+		cmocka_unit_test(layout_query_errors),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -51,8 +51,11 @@ static void range_errors(void **state)
 	assert_non_null(strstr(log.last, "past EOF"));
 	assert_int_equal(imm_seal(h, UINT64_MAX - 10, 100, IMM_SEAL_EXCLUSIVE,
 				  NULL), -EOVERFLOW);
+	/* says which limit, not just "overflows" */
+	assert_non_null(strstr(log.last, "past the largest file offset, 2^63 - 1"));
 	assert_int_equal(imm_seal(h, 1ull << 62, 1ull << 62, IMM_SEAL_EXCLUSIVE,
 				  NULL), -EOVERFLOW);
+	assert_non_null(strstr(log.last, "past the largest file offset"));
 	assert_int_equal(imm_seal(h, 0, MiB, 0, NULL), -EINVAL);
 	assert_int_equal(imm_seal(h, 0, MiB, IMM_SEAL_SHARED | IMM_SEAL_EXCLUSIVE,
 				  NULL), -EINVAL);
@@ -98,7 +101,17 @@ static void opts_struct(void **state)
 	o.reserved = 0;
 	assert_int_equal(imm_seal(h, 0, MiB, IMM_SEAL_EXCLUSIVE, &o), -EINVAL);
 	assert_non_null(strstr(log.last, "too small to hold sz itself"));
+	/* a seal's own revoke margin has the context's limit (it had none) */
+	o.sz = sizeof(o);
+	o.revoke_margin_ms = 3600u * 1000u + 1;
+	assert_int_equal(imm_seal(h, 0, MiB, IMM_SEAL_EXCLUSIVE, &o), -EINVAL);
+	assert_non_null(strstr(log.last, "imm_seal: revoke margin 3600001 ms"));
+	assert_non_null(strstr(log.last, "at most one hour"));
 	assert_false(fx_leased(p));
+	o.revoke_margin_ms = 3600u * 1000u;
+	assert_int_equal(imm_seal(h, 0, MiB, IMM_SEAL_EXCLUSIVE, &o), 0);
+	assert_int_equal(imm_release(h), 0);
+	o.revoke_margin_ms = 0;
 	/* zero there: fine; an older, smaller struct: fine */
 	big.future = 0;
 	assert_int_equal(imm_seal(h, 0, MiB, IMM_SEAL_EXCLUSIVE, &big.o), 0);
