@@ -268,27 +268,51 @@ IMM_EXPORT int imm_ctx_dispatch(struct imm_ctx *ctx)
 	return n;
 }
 
+/* The oldest queued event, or NULL. */
+static struct imm_event *take_one(struct imm_ctx *ctx)
+{
+	struct imm_event *ev;
+
+	pthread_mutex_lock(&ctx->lock);
+	ev = ctx->queue_head;
+	if (ev) {
+		ctx->queue_head = ev->next;
+		if (!ctx->queue_head)
+			ctx->queue_tail = NULL;
+		ev->next = NULL;
+	}
+	pthread_mutex_unlock(&ctx->lock);
+	return ev;
+}
+
 IMM_EXPORT int imm_ctx_next_event(struct imm_ctx *ctx,
 				  struct imm_event **ret_event)
 {
 	struct imm_event *ev;
+	uint64_t count;
 	int r;
 
 	if (!ctx || !ret_event)
 		return -EINVAL;
 	r = imm_check_fork(ctx, "imm_ctx_next_event");
+	if (r == 0)	/* a poll loop may never call imm_ctx_dispatch() */
+		r = imm_notifier_check(ctx, "imm_ctx_next_event");
 	if (r < 0)
 		return r;
-	for (;;) {
-		pthread_mutex_lock(&ctx->lock);
-		ev = ctx->queue_head;
-		if (ev) {
-			ctx->queue_head = ev->next;
-			if (!ctx->queue_head)
-				ctx->queue_tail = NULL;
-			ev->next = NULL;
+	for (bool reset = false;;) {
+		ev = take_one(ctx);
+		/*
+		 * Empty: reset the descriptor, so that a poll loop without
+		 * imm_ctx_dispatch() does not spin on it, then look once more.
+		 * An event posted after the reset kicks it again.
+		 */
+		if (!ev && !reset) {
+			reset = true;
+			if (read(ctx->event_fd, &count, sizeof(count)) < 0 &&
+			    errno != EAGAIN)
+				return -errno;
+			continue;
 		}
-		pthread_mutex_unlock(&ctx->lock);
 		if (!ev)
 			return -EAGAIN;
 		if (!imm_event_stale(ev)) {

@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -379,6 +380,54 @@ static void fork_detected_despite_same_pid(void **state)
 	assert_int_equal(WEXITSTATUS(st), 0);
 }
 
+/* A recall of h's seal by an open that fails at once (O_NONBLOCK), taken
+ * with imm_ctx_next_event() when poll() says so; then the queue is empty. */
+static void recall_through_a_poll_loop(struct imm_ctx *ctx, struct imm_handle *h,
+				       const char *path)
+{
+	struct pollfd p = { .fd = imm_ctx_get_fd(ctx), .events = POLLIN };
+	struct imm_event *ev;
+
+	assert_int_equal(imm_seal(h, 0, FILE_SIZE, IMM_SEAL_EXCLUSIVE, NULL), 0);
+	assert_int_equal(poll(&p, 1, 0), 0);
+	assert_int_equal(open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC), -1);
+	assert_int_equal(errno, EWOULDBLOCK);
+	assert_int_equal(poll(&p, 1, 10000), 1);
+	assert_int_equal(imm_ctx_next_event(ctx, &ev), 0);
+	assert_int_equal(imm_event_get_type(ev), IMM_EVENT_RECALL);
+	assert_int_equal(imm_release(h), 0);
+	imm_event_unref(ev);
+	assert_int_equal(imm_ctx_next_event(ctx, &ev), -EAGAIN);
+}
+
+/*
+ * An application may poll the descriptor and take events with
+ * imm_ctx_next_event() alone.  Once it has -EAGAIN the descriptor is not
+ * readable, so its poll() sleeps: nothing reset it, and such a loop spun.
+ */
+static void next_event_loop_sleeps_when_empty(void **state)
+{
+	struct pollfd p;
+	struct imm_handle *h;
+	struct imm_ctx *ctx;
+	struct fx_log log;
+	char path[PATH_MAX];
+
+	(void)state;
+	fx_need_root("a scratch ext4 on a loop device");
+	make_file("poll-loop", path);
+	ctx = fx_ctx(&log);
+	p = (struct pollfd){ .fd = imm_ctx_get_fd(ctx), .events = POLLIN };
+	assert_int_equal(imm_handle_open(ctx, path, IMM_RDWR, &h), 0);
+	for (int i = 0; i < 3; i++) {	/* and the next recall still wakes it */
+		recall_through_a_poll_loop(ctx, h, path);
+		assert_int_equal(poll(&p, 1, 0), 0);
+	}
+	assert_int_equal(log.errors, 0);
+	imm_handle_close(h);
+	imm_ctx_unref(ctx);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -387,6 +436,7 @@ int main(void)
 		cmocka_unit_test(breaks_seen_when_the_marker_is_refused),
 		cmocka_unit_test(late_notifier_still_revokes_in_time),
 		cmocka_unit_test(fork_detected_despite_same_pid),
+		cmocka_unit_test(next_event_loop_sleeps_when_empty),
 	};
 
 	return cmocka_run_group_tests(tests, fx_group_ext4_setup,

@@ -3,7 +3,8 @@
  * A notifier whose wait fails with an errno it cannot handle stops; it must
  * not stay "running" with breaks unserviced.  The failure is injected once
  * (--wrap of the notifier's wait, old and new), then a real lease break on
- * tmpfs must still be delivered, and the error seen by dispatch.
+ * tmpfs must still be delivered, and the error seen by dispatch, or by
+ * imm_ctx_next_event() in a loop that never dispatches.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -108,7 +109,23 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static void notifier_dies(bool before_aim)
+/* One round of the application's loop: 1 per recall, -errno once. */
+static int next_events(struct imm_ctx *ctx)
+{
+	struct imm_event *ev;
+	int r, n = 0;
+
+	while ((r = imm_ctx_next_event(ctx, &ev)) == 0) {
+		on_event(ev, NULL);
+		imm_event_unref(ev);
+		n++;
+	}
+	return r == -EAGAIN ? n : r;
+}
+
+/* poll_loop: the application fetches events with imm_ctx_next_event()
+ * alone, never calling imm_ctx_dispatch() */
+static void notifier_dies(bool before_aim, bool poll_loop)
 {
 	char path[] = "/dev/shm/imm-death-XXXXXX";
 	struct imm_handle *h;
@@ -126,7 +143,8 @@ static void notifier_dies(bool before_aim)
 	assert_int_equal(ftruncate(fd, 65536), 0);
 	close(fd);
 	assert_int_equal(imm_ctx_new(&ctx), 0);
-	assert_int_equal(imm_ctx_set_event_fn(ctx, on_event, NULL, 0), 0);
+	if (!poll_loop)
+		assert_int_equal(imm_ctx_set_event_fn(ctx, on_event, NULL, 0), 0);
 	assert_int_equal(imm_handle_open(ctx, path, IMM_RDWR, &h), 0);
 	atomic_store(&recalls, 0);
 	held_ctx = ctx;
@@ -153,13 +171,14 @@ static void notifier_dies(bool before_aim)
 		int r;
 
 		__real_poll(&p, 1, 100);
-		r = imm_ctx_dispatch(ctx);
+		r = poll_loop ? next_events(ctx) : imm_ctx_dispatch(ctx);
 		if (r == -ENOMEM)
 			err_seen++;
 	}
 	assert_int_equal(waitpid(pid, &st, 0), pid);
-	printf("# recalls %d, dispatch saw the error %d time(s)\n",
-	       atomic_load(&recalls), err_seen);
+	printf("# recalls %d, %s saw the error %d time(s)\n",
+	       atomic_load(&recalls), poll_loop ? "imm_ctx_next_event" :
+	       "imm_ctx_dispatch", err_seen);
 	assert_int_equal(err_seen, 1);
 	assert_int_equal(atomic_load(&recalls), 1);
 	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
@@ -171,13 +190,20 @@ static void notifier_dies(bool before_aim)
 static void dead_notifier_restarts_and_breaks_arrive(void **state)
 {
 	(void)state;
-	notifier_dies(false);
+	notifier_dies(false, false);
 }
 
 static void notifier_dead_before_the_seal_is_aimed(void **state)
 {
 	(void)state;
-	notifier_dies(true);
+	notifier_dies(true, false);
+}
+
+/* Such a loop once never learnt of the death: no recall ever came. */
+static void dead_notifier_seen_by_a_next_event_loop(void **state)
+{
+	(void)state;
+	notifier_dies(false, true);
 }
 
 int main(void)
@@ -185,6 +211,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(dead_notifier_restarts_and_breaks_arrive),
 		cmocka_unit_test(notifier_dead_before_the_seal_is_aimed),
+		cmocka_unit_test(dead_notifier_seen_by_a_next_event_loop),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
