@@ -129,6 +129,11 @@ static int map_begin(struct imm_handle *h, uint64_t offset, uint64_t length,
 {
 	uint64_t end = offset + length;
 
+	if (h->sealing) {
+		err(h->ctx, "imm_map: imm_seal() is in progress on another "
+			    "thread; map once it has returned");
+		return -EBUSY;
+	}
 	if (!seal_is_live(h)) {
 		err(h->ctx, "imm_map: the handle is %s; map only a sealed range "
 			    "whose seal is neither breaking nor revoked%s",

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <syslog.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <linux/audit.h>
@@ -119,6 +121,82 @@ static void opts_struct(void **state)
 	o.sz = sizeof(size_t);
 	assert_int_equal(imm_seal(h, 0, MiB, IMM_SEAL_EXCLUSIVE, &o), 0);
 	imm_handle_close(h);
+	imm_ctx_unref(ctx);
+}
+
+/* What the calls below got from inside imm_seal(), after its preparation. */
+struct mid_seal {
+	struct imm_handle *h;
+	bool hit;
+	int seal, release, close, map, state;
+	char last[512];		/* the last error logged */
+	char close_msg[512];	/* ... by imm_handle_close() */
+	char map_msg[512];	/* ... by imm_map() */
+};
+
+/* The log hook runs on the sealing thread, between preparation and commit,
+ * where the handle's lock is not held: the window another thread meets. */
+static void call_mid_seal(void *data, int priority, const char *file, int line,
+			  const char *fn, const char *format, va_list args)
+{
+	struct mid_seal *m = data;
+	struct imm_map *map;
+	char msg[512];
+
+	(void)file;
+	(void)line;
+	(void)fn;
+	vsnprintf(msg, sizeof(msg), format, args);
+	if (priority <= LOG_ERR)
+		snprintf(m->last, sizeof(m->last), "%s", msg);
+	if (m->hit || strncmp(msg, "prepared [", 10))
+		return;
+	m->hit = true;
+	m->seal = imm_seal(m->h, 0, MiB, IMM_SEAL_EXCLUSIVE, NULL);
+	m->release = imm_release(m->h);
+	m->close = imm_handle_close(m->h);
+	memcpy(m->close_msg, m->last, sizeof(m->last));
+	m->map = imm_map(m->h, 0, MiB, IMM_MAP_PAGE_OK, &map);
+	memcpy(m->map_msg, m->last, sizeof(m->last));
+	m->state = imm_handle_get_state(m->h);
+}
+
+/*
+ * imm_seal() holds no lock while it prepares, as imm_seal(3) says; other
+ * calls on the handle meanwhile are refused with -EBUSY and a reason, and
+ * the seal then completes as if they had not been made.
+ */
+static void calls_while_sealing_are_refused(void **state)
+{
+	struct mid_seal m = { 0 };
+	struct imm_ctx *ctx;
+	char p[PATH_MAX];
+
+	(void)state;
+	fx_need_root("a scratch ext4 on a loop device");
+	fx_path(&fx_ext4, "mid-seal", p);
+	unlink(p);
+	fx_sparse_file(p, MiB);		/* holes: the seal prepares them */
+	ctx = fx_ctx(NULL);
+	imm_ctx_set_log_fn(ctx, call_mid_seal, &m);
+	imm_ctx_set_log_priority(ctx, LOG_DEBUG);
+	assert_int_equal(imm_handle_open(ctx, p, IMM_RDWR, &m.h), 0);
+	assert_int_equal(imm_seal(m.h, 0, MiB, IMM_SEAL_EXCLUSIVE, NULL), 0);
+	assert_true(m.hit);
+	assert_int_equal(m.seal, -EBUSY);
+	assert_int_equal(m.release, -EBUSY);
+	assert_int_equal(m.close, -EBUSY);
+	assert_non_null(strstr(m.close_msg, "imm_handle_close: imm_seal() is "
+					    "in progress on another thread"));
+	assert_int_equal(m.map, -EBUSY);	/* it said "imm_seal() it first" */
+	assert_non_null(strstr(m.map_msg, "imm_map: imm_seal() is in progress"));
+	assert_int_equal(m.state, IMM_STATE_OPEN);
+	/* none of them changed the seal that was being taken */
+	assert_int_equal(imm_handle_get_state(m.h), IMM_STATE_SEALED);
+	assert_true(fx_leased(p));
+	assert_int_equal(imm_release(m.h), 0);
+	assert_false(fx_leased(p));
+	imm_handle_close(m.h);
 	imm_ctx_unref(ctx);
 }
 
@@ -858,6 +936,7 @@ int main(void)
 		cmocka_unit_test(range_errors),
 		cmocka_unit_test(opts_struct),
 		cmocka_unit_test(state_errors),
+		cmocka_unit_test(calls_while_sealing_are_refused),
 		cmocka_unit_test(shared_and_exclusive_rules),
 		cmocka_unit_test(not_the_owner),
 		cmocka_unit_test(leases_disabled),
