@@ -797,6 +797,16 @@ static int cmd_seal(int argc, char **argv)
 	if (!a.have_length) {
 		if (fstat(imm_handle_get_fd(o.h), &st) < 0)
 			st.st_size = 0;
+		if (a.offset && a.offset >= (uint64_t)st.st_size) {
+			/* not "range [N, +0) is empty": no length was given */
+			fprintf(stderr, "immctl: %s: --offset %" PRIu64 " is at "
+					"or past the end of the file (size %lld): "
+					"nothing to seal\n", a.path, a.offset,
+				(long long)st.st_size);
+			imm_handle_close(o.h);
+			imm_ctx_unref(ctx);
+			return EXIT_FAILURE;
+		}
 		a.length = (uint64_t)st.st_size > a.offset ?
 				   (uint64_t)st.st_size - a.offset : 0;
 	}

@@ -17,6 +17,12 @@ wait_for() {  # file pattern seconds: until a line of file matches
 		sleep 0.05
 	done
 }
+bg_to() {  # file command...: run it in the background into file, holder=its pid
+	local out=$1; shift
+	: >"$out"	# emptied first: a wait_for must not match the last holder's lines
+	"$@" >"$out" &
+	holder=$!
+}
 wait_exit() {  # pid seconds: its exit status, or 124 (and killed) after that
 	local end=$((SECONDS + $2)) rc=0
 	while kill -0 "$1" 2>/dev/null; do
@@ -156,8 +162,7 @@ check "status text: not pmem" grep -q '^pmem: *no' <<<"$text"
 # ---------------------------------------------------------------- seal
 sum=$(md5sum <"$f")
 events=$work/events
-"$IMMCTL" seal --json --auto-release "$f" >"$events" &
-holder=$!
+bg_to "$events" "$IMMCTL" seal --json --auto-release "$f"
 wait_for "$events" sealed 10
 check "seal prints sealed" test "$(head -1 "$events" | jq -r .event)" = sealed
 check "sealed line has the mode" test "$(head -1 "$events" | jq -r .mode)" = exclusive
@@ -181,8 +186,7 @@ check "seal prepared the file: final now" test "$("$IMMCTL" status --json "$f" |
 check "data unchanged by sealing" test "$(md5sum <"$f")" = "$sum"
 
 # SIGTERM: hold, then release and exit 0
-"$IMMCTL" seal --json "$f" >"$events" &
-holder=$!
+bg_to "$events" "$IMMCTL" seal --json "$f"
 wait_for "$events" sealed 10
 kill -TERM "$holder"
 rc=0; wait_exit "$holder" 10 || rc=$?
@@ -198,8 +202,7 @@ check "SIGTERM right after 'sealed': released and exit 0 in 40 rounds" \
 
 # truncate(1) opens with O_NONBLOCK: under a seal it fails instead of
 # waiting and leaves the file alone, yet recalls the seal (libimmutable(7))
-"$IMMCTL" seal --json --auto-release "$f" >"$events" &
-holder=$!
+bg_to "$events" "$IMMCTL" seal --json --auto-release "$f"
 wait_for "$events" sealed 10
 sz0=$(stat -c %s "$f")
 rc=0; truncate -s 4096 "$f" 2>"$work/err" || rc=$?
@@ -212,8 +215,7 @@ check "truncate(1) recalled the seal all the same" \
 
 # A holder that never releases is revoked before the kernel's deadline
 echo 2 >/proc/sys/fs/lease-break-time
-"$IMMCTL" seal --json "$f" >"$events" &
-holder=$!
+bg_to "$events" "$IMMCTL" seal --json "$f"
 wait_for "$events" sealed 10
 cat "$f" >/dev/null
 wait_for "$events" revoked 10
@@ -224,8 +226,7 @@ check "revoked before the deadline" test "$(jq -s '.[2].time_ns < .[1].deadline_
 
 # status --force against an exclusive holder: it recalls the seal, waits for
 # the release and reads the map (it used to fail with EAGAIN at once).
-"$IMMCTL" seal --json --auto-release "$f" >"$events" &
-holder=$!
+bg_to "$events" "$IMMCTL" seal --json --auto-release "$f"
 wait_for "$events" sealed 10
 rc=0; out=$(timeout 20 "$IMMCTL" status --json --force "$f" 2>"$work/err") || rc=$?
 check "status --force against a holder exits 0 (rc=$rc: $(head -c 200 "$work/err"))" test "$rc" = 0
@@ -236,8 +237,7 @@ rc=0; wait_exit "$holder" 10 || rc=$?
 check "status --force: the holder saw the break and released" \
 	test "$(jq -r .event "$events" | paste -sd,)/$rc" = sealed,break,released/0
 # a holder that never releases: its library revokes before the deadline
-"$IMMCTL" seal --json "$f" >"$events" &
-holder=$!
+bg_to "$events" "$IMMCTL" seal --json "$f"
 wait_for "$events" sealed 10
 t0=$(date +%s%N)
 rc=0; out=$(timeout 20 "$IMMCTL" status --json --force "$f" 2>"$work/err") || rc=$?
@@ -252,8 +252,7 @@ check "status --force: holder revoked" grep -q revoked "$events"
 echo "$lbt_saved" >/proc/sys/fs/lease-break-time
 
 # shared seal, sub-range, human output
-"$IMMCTL" seal --shared --auto-release --offset 1M --length 64K "$f" >"$work/shared" &
-holder=$!
+bg_to "$work/shared" "$IMMCTL" seal --shared --auto-release --offset 1M --length 64K "$f"
 wait_for "$work/shared" sealed 10
 echo x >>"$f"
 wait_exit "$holder" 10 || true
@@ -262,8 +261,7 @@ check "shared text output" grep -q 'sealed.*\[1048576, +65536) shared' <<<"$out"
 check "shared seal broken by a writer" grep -q '^break' <<<"$out"
 
 # --offset alone: to the end of the file
-"$IMMCTL" seal --json --auto-release --offset 1M "$f" >"$events" &
-holder=$!
+bg_to "$events" "$IMMCTL" seal --json --auto-release --offset 1M "$f"
 wait_for "$events" sealed 10
 check "seal --offset alone seals to EOF" \
 	test "$(head -1 "$events" | jq -r '"\(.offset)+\(.length)"')" = "1048576+$(($(stat -c %s "$f") - 1048576))"
@@ -293,6 +291,8 @@ expect_fail "status of a FIFO" 1 "regular file" "$IMMCTL" status "$mnt/fifo"
 sz=$(stat -c %s "$f")
 expect_fail "range past EOF" 1 "past EOF" timeout 10 "$IMMCTL" seal --offset "$sz" --length 1 "$f"
 : >"$mnt/empty"
+expect_fail "--offset alone past EOF" 1 "offset 8388608 is at or past the end of the file \\(size $sz\\)" \
+	timeout 10 "$IMMCTL" seal --offset 8M "$f"
 expect_fail "empty file" 1 "empty" timeout 10 "$IMMCTL" seal "$mnt/empty"
 expect_fail "overflowing range" 1 "past the largest file offset" timeout 10 "$IMMCTL" seal --offset 0x7ffffffffffff000 --length 0x2000 "$f"
 expect_fail "bad number" 2 "bad number" "$IMMCTL" seal --length 12Q "$f"
@@ -327,8 +327,7 @@ check "extents: physical offset holds the file's first block" test \
 	"$(dd if="$(jq -r .device <<<"$out")" iflag=direct,skip_bytes skip="$phys" bs=4096 count=1 status=none | md5sum)" = \
 	"$(head -c 4096 "$x" | md5sum)"
 check "extents text: device line" grep -q '^device: *'"$(jq -r .device <<<"$out")" <<<"$("$IMMCTL" extents "$x")"
-"$IMMCTL" extents --seal --json "$x" >"$events" &
-holder=$!
+bg_to "$events" "$IMMCTL" extents --seal --json "$x"
 wait_for "$events" '"sealed":true' 10
 gen=$(head -1 "$events" | jq -r .generation)
 check "extents --seal: sealed, generation >= 1" test "$gen" -ge 1
