@@ -16,6 +16,11 @@
  * Times are CLOCK_MONOTONIC; the breaker process stores its start time in
  * MAP_SHARED memory, the callback reads the clock first thing.
  *
+ * With --seals N the library's context holds N - 1 more seals (shared, on
+ * files of their own, never broken): a context with one handle takes a
+ * shorter path to the callback (the notifier asks that seal before it
+ * reads the signal queue), so this measures the general one.
+ *
  * On a VM, waking a halted vCPU can cost more than the whole path; --pin
  * puts the holder, its threads and the breaker on one CPU, which leaves
  * the software path alone.
@@ -86,6 +91,8 @@ struct run {
 	struct imm_ctx *ctx;
 	struct lib_state lib;
 	struct samples s[N_MODES];
+	struct imm_handle **idle;	/* --seals: the other seals */
+	uint64_t n_idle;
 };
 
 static void on_event(struct imm_event *ev, void *userdata)
@@ -339,11 +346,35 @@ static void one_break(struct run *ru, enum mode m, long i)
 	ru->s[m].n = (size_t)i + 1;
 }
 
+/* --seals: shared seals on small files of their own, held all run long. */
+static void idle_seals(struct run *ru, const char *dir, uint64_t n)
+{
+	char path[PATH_MAX], name[32];
+	int r;
+
+	ru->idle = calloc(n ? n : 1, sizeof(*ru->idle));
+	if (!ru->idle)
+		bench_fail("out of memory");
+	for (uint64_t k = 0; k < n; k++) {
+		snprintf(name, sizeof(name), "idle-%llu", (unsigned long long)k);
+		bench_path(path, sizeof(path), dir, name);
+		r = bench_create_written(path, 4096, true);
+		if (r == 0)
+			r = imm_handle_open(ru->ctx, path, IMM_RDONLY, &ru->idle[k]);
+		if (r == 0)
+			r = imm_seal(ru->idle[k], 0, 4096, IMM_SEAL_SHARED, NULL);
+		if (r < 0)
+			bench_fail("sealing %s: %s (RLIMIT_NOFILE for --seals?)",
+				   path, strerror(-r));
+		ru->n_idle = k + 1;
+	}
+}
+
 static void usage(const char *prog)
 {
 	fprintf(stderr,
 		"usage: %s [--quick] [-n ITERATIONS] [--rounds R] [--rdwr] "
-		"[--pin CPU] [--extents E] [--raw-arm-main]\n"
+		"[--pin CPU] [--extents E] [--seals N] [--raw-arm-main]\n"
 		"  Break -> callback latency: raw F_SETLEASE + signalfd vs\n"
 		"  libimmutable (async callback, and poll + imm_ctx_dispatch).\n"
 		"  -n N       breaks per mode (default 2000, --quick 200)\n"
@@ -352,6 +383,8 @@ static void usage(const char *prog)
 		"  --pin CPU  run holder, threads and breaker on one CPU\n"
 		"  --extents E  seal files of E one-block extents instead of a\n"
 		"             64 KiB file (the library verifies the map on a break)\n"
+		"  --seals N  the library's context holds N seals, the one broken\n"
+		"             and N - 1 others (default 1)\n"
 		"  --raw-arm-main  the main thread arms the raw lease (aimed at\n"
 		"             the raw thread), as imm_seal() does for the notifier\n"
 		"  Files go in $IMM_BENCH_DIR, or /tmp.\n", prog);
@@ -386,7 +419,7 @@ int main(int argc, char **argv)
 	struct run *ru;
 	char dir[PATH_MAX];
 	sigset_t set;
-	uint64_t pin = 0, extents = 0;
+	uint64_t pin = 0, extents = 0, seals = 1;
 	bool quick = false, pinned = false, raw_arm_main = false;
 	uint64_t lib_extents = 0;
 	int r, raw_sig;
@@ -414,6 +447,10 @@ int main(int argc, char **argv)
 			if (!bench_parse_u64(argv[++i], &extents) || extents < 2 ||
 			    extents > 10000000)
 				bench_fail("bad --extents %s", argv[i]);
+		} else if (!strcmp(argv[i], "--seals") && i + 1 < argc) {
+			if (!bench_parse_u64(argv[++i], &seals) || seals == 0 ||
+			    seals > 100000)
+				bench_fail("bad --seals %s", argv[i]);
 		} else if (!strcmp(argv[i], "--raw-arm-main")) {
 			raw_arm_main = true;
 		} else if (!strcmp(argv[i], "--rdwr")) {
@@ -449,6 +486,10 @@ int main(int argc, char **argv)
 		if (raw_arm_main)
 			snprintf(cfg + strlen(cfg), sizeof(cfg) - strlen(cfg),
 				 "%sraw-arm-main", *cfg ? "," : "");
+		if (seals > 1)
+			snprintf(cfg + strlen(cfg), sizeof(cfg) - strlen(cfg),
+				 "%sseals-%llu", *cfg ? "," : "",
+				 (unsigned long long)seals);
 		bench_set_config(cfg);
 	}
 
@@ -504,6 +545,7 @@ int main(int argc, char **argv)
 		ru->lib_size = info.file_size;
 		lib_extents = info.extents;
 	}
+	idle_seals(ru, dir, seals - 1);
 
 	for (int m = 0; m < N_MODES; m++) {
 		ru->s[m].lat = calloc(n, sizeof(uint64_t));
@@ -516,13 +558,15 @@ int main(int argc, char **argv)
 	printf("bench-break: kernel %s, %s (%s), files of %llu KiB in %llu "
 	       "extents, %llu breaks per mode in %llu "
 	       "interleaved rounds (+%llu warm-up), breaker opens %s, "
-	       "lease-break-time %d s, %ld CPUs%s\n",
+	       "lease-break-time %d s, %llu seal%s in the library's context, "
+	       "%ld CPUs%s\n",
 	       bench_kernel(), dir, bench_fs_name(dir),
 	       (unsigned long long)(ru->lib_size >> 10),
 	       (unsigned long long)lib_extents, (unsigned long long)n,
 	       (unsigned long long)rounds, (unsigned long long)warm,
 	       ru->oflags == O_RDWR ? "O_RDWR" : "O_RDONLY",
-	       imm_ctx_get_lease_break_time(ru->ctx), sysconf(_SC_NPROCESSORS_ONLN),
+	       imm_ctx_get_lease_break_time(ru->ctx), (unsigned long long)seals,
+	       seals == 1 ? "" : "s", sysconf(_SC_NPROCESSORS_ONLN),
 	       pinned ? ", all pinned to one CPU" : "");
 
 	for (int m = 0; m < N_MODES; m++) {
@@ -605,6 +649,9 @@ int main(int argc, char **argv)
 	bench_report();
 
 	imm_handle_close(ru->lib.h);
+	for (uint64_t k = 0; k < ru->n_idle; k++)
+		imm_handle_close(ru->idle[k]);
+	free(ru->idle);
 	imm_ctx_unref(ru->ctx);
 	raw_stop(&ru->raw);
 	close(ru->lib.done_efd);

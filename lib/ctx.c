@@ -349,7 +349,10 @@ int imm_ctx_track(struct imm_ctx *ctx, struct imm_handle *h)
 		ctx->by_fd = t;
 		ctx->by_fd_len = len;
 	}
+	if (!ctx->by_fd[h->fd])
+		ctx->n_tracked++;
 	ctx->by_fd[h->fd] = h;
+	ctx->sole = ctx->n_tracked == 1 ? h : NULL;
 out:
 	pthread_mutex_unlock(&ctx->lock);
 	return r;
@@ -358,8 +361,14 @@ out:
 void imm_ctx_untrack(struct imm_ctx *ctx, struct imm_handle *h)
 {
 	pthread_mutex_lock(&ctx->lock);
-	if ((size_t)h->fd < ctx->by_fd_len && ctx->by_fd[h->fd] == h)
+	if ((size_t)h->fd < ctx->by_fd_len && ctx->by_fd[h->fd] == h) {
 		ctx->by_fd[h->fd] = NULL;
+		ctx->n_tracked--;
+		ctx->sole = NULL;
+		for (size_t i = 0; ctx->n_tracked == 1 && !ctx->sole &&
+		     i < ctx->by_fd_len; i++)
+			ctx->sole = ctx->by_fd[i];
+	}
 	h->untracked = true;
 	pthread_mutex_unlock(&ctx->lock);
 }

@@ -238,30 +238,43 @@ IMM_EXPORT int imm_ctx_dispatch(struct imm_ctx *ctx)
 	r = imm_notifier_check(ctx, "imm_ctx_dispatch");
 	if (r < 0)
 		return r;
-	/* Reset the fd first: whatever is posted after this kicks it again. */
-	if (read(ctx->event_fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
-		return -errno;
 	pthread_mutex_lock(&ctx->lock);
 	fn = ctx->event_flags & IMM_EVENT_FN_ASYNC ? NULL : ctx->event_fn;
 	data = ctx->event_data;
 	pthread_mutex_unlock(&ctx->lock);
 
-	for (ev = take_all(ctx); ev; ev = next) {
-		next = ev->next;
-		ev->next = NULL;
-		if (imm_event_stale(ev)) {
-			imm_event_unref(ev);
-		} else if (fn) {
-			fn(ev, data);
-			imm_event_unref(ev);
-			n++;
-		} else {
-			if (kept_tail)
-				kept_tail->next = ev;
-			else
-				kept = ev;
-			kept_tail = ev;
-			n++;
+	/*
+	 * Callbacks first, then reset the fd, then take once more: what was
+	 * posted before the reset is taken by that second pass, what is
+	 * posted after it kicks the fd again.  Resetting before the first
+	 * pass would be as correct and one system call slower to the recall.
+	 */
+	for (bool reset = false;; reset = true) {
+		for (ev = take_all(ctx); ev; ev = next) {
+			next = ev->next;
+			ev->next = NULL;
+			if (imm_event_stale(ev)) {
+				imm_event_unref(ev);
+			} else if (fn) {
+				fn(ev, data);
+				imm_event_unref(ev);
+				n++;
+			} else {
+				if (kept_tail)
+					kept_tail->next = ev;
+				else
+					kept = ev;
+				kept_tail = ev;
+				n++;
+			}
+		}
+		if (reset)
+			break;
+		if (read(ctx->event_fd, &count, sizeof(count)) < 0 &&
+		    errno != EAGAIN) {
+			r = -errno;
+			put_back(ctx, kept, kept_tail);
+			return r;
 		}
 	}
 	put_back(ctx, kept, kept_tail);

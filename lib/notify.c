@@ -239,6 +239,34 @@ void imm_notifier_on_break_fd(struct imm_ctx *ctx, int fd)
 	imm_handle_unref(h);
 }
 
+/*
+ * Woken with the break signal pending and one handle in the context: ask
+ * its seal before reading the queue.  Reading safely costs two system
+ * calls more (the marker, and the read itself) than asking; when the
+ * answer is yes the recall goes out first and the queue is read after.
+ * The signal read later finds the seal breaking (or released) and adds
+ * nothing; when the answer is no, the queue is read as usual.
+ */
+static void ask_sole(struct imm_ctx *ctx)
+{
+	struct imm_handle *h;
+
+	bool sealed;
+
+	pthread_mutex_lock(&ctx->lock);
+	h = ctx->sole ? imm_handle_ref(ctx->sole) : NULL;
+	pthread_mutex_unlock(&ctx->lock);
+	if (!h)
+		return;
+	pthread_mutex_lock(&h->lock);
+	sealed = (h->state == IMM_STATE_SEALED || h->state == IMM_STATE_DEFEATED) &&
+		 !h->sealing;
+	pthread_mutex_unlock(&h->lock);
+	if (sealed)	/* else asking costs a system call and tells nothing */
+		on_break(ctx, h, false);
+	imm_handle_unref(h);
+}
+
 /* A signal that names no fd (the kernel's SIGIO fallback), or a new
  * notifier after one died: ask every handle. */
 static void rescan(struct imm_ctx *ctx)
@@ -452,6 +480,8 @@ static int notifier_loop(struct imm_ctx *ctx)
 		imm_event_deliver_late_all(ctx);
 		if (!known && sigpending(&set) < 0)
 			return -errno;
+		if (known && sigismember(&set, ctx->signo))
+			ask_sole(ctx);
 		known = false;
 		if (sigismember(&set, ctx->signo) || sigismember(&set, SIGIO)) {
 			if (!atomic_load(&ctx->busy_since))

@@ -106,6 +106,8 @@ struct imm_ctx {
 	/* handles by fd number: si_fd of a break signal -> handle, O(1) */
 	struct imm_handle **by_fd;
 	size_t by_fd_len;
+	size_t n_tracked;
+	struct imm_handle *sole;	/* the only one, when n_tracked == 1 */
 
 	/* handles in BREAKING, sorted by revoke time */
 	struct imm_handle *breaking;

@@ -71,23 +71,28 @@ static bool got(int sig, int code)
  * While seals break around it, the application blocks SIGIO and the
  * context's own signal and takes them itself: its kill(), an O_ASYNC pipe's
  * SIGIO, a sigqueue() of the library's number.  Every one reaches it, and
- * every break is still delivered.
+ * every break is still delivered.  Both ways the notifier finds a break:
+ * with one handle it asks that seal first, with two it must read the
+ * signal to know which.
  */
-static void application_signals_stay_the_applications(void **state)
+static void application_signals(bool second_handle)
 {
 	enum { ROUNDS = 10 };
 	struct seen s = { 0 };
-	struct imm_handle *h;
+	struct imm_handle *h, *h2 = NULL;
 	struct imm_ctx *ctx;
 	struct fx_log log;
 	int pfd[2], mine = 0, signo;
-	char p[PATH_MAX], c;
+	char p[PATH_MAX], p2[PATH_MAX], c;
 	sigset_t set, old;
 
-	(void)state;
 	fx_need_root("a scratch ext4 on a loop device");
 	make_file("signals", p);
 	ctx = fx_ctx(&log);
+	if (second_handle) {
+		make_file("signals-2", p2);
+		h2 = fx_seal(ctx, p2, IMM_SEAL_EXCLUSIVE, FILE_SIZE);
+	}
 	signo = imm_ctx_get_signal(ctx);
 	sigemptyset(&set);
 	sigaddset(&set, SIGIO);
@@ -129,10 +134,24 @@ static void application_signals_stay_the_applications(void **state)
 	assert_int_equal(s.release_rc, 0);
 	assert_int_equal(log.errors, 0);
 	imm_handle_close(h);
+	if (h2)
+		imm_handle_close(h2);
 	imm_ctx_unref(ctx);
 	close(pfd[0]);
 	close(pfd[1]);
 	assert_int_equal(pthread_sigmask(SIG_SETMASK, &old, NULL), 0);
+}
+
+static void application_signals_stay_the_applications(void **state)
+{
+	(void)state;
+	application_signals(false);
+}
+
+static void application_signals_stay_theirs_with_two_handles(void **state)
+{
+	(void)state;
+	application_signals(true);
 }
 
 /* Break @h's seal from another process; true when the recall came. */
@@ -428,15 +447,154 @@ static void next_event_loop_sleeps_when_empty(void **state)
 	imm_ctx_unref(ctx);
 }
 
+struct reseal {
+	struct seen seen;
+	int reseal_rc;
+	int done;		/* rounds whose callback has returned */
+};
+
+/* Release, and seal again as soon as the breaker has closed the file. */
+static void release_and_reseal(struct imm_event *ev, void *data)
+{
+	struct reseal *rs = data;
+	struct imm_handle *h = imm_event_get_handle(ev);
+	uint64_t end = fx_now_ns() + 10 * SEC;
+	int r;
+
+	if (imm_event_get_type(ev) != IMM_EVENT_RECALL)
+		return;
+	__atomic_add_fetch(&rs->seen.recalls, 1, __ATOMIC_SEQ_CST);
+	rs->seen.release_rc |= imm_release(h);
+	do {
+		r = imm_seal(h, 0, FILE_SIZE, IMM_SEAL_EXCLUSIVE, NULL);
+		if (r == -EAGAIN)
+			fx_pause_ms(1);
+	} while (r == -EAGAIN && fx_now_ns() < end);
+	rs->reseal_rc |= r;
+	__atomic_add_fetch(&rs->done, 1, __ATOMIC_SEQ_CST);
+}
+
+/*
+ * One handle: the notifier asks its seal before it reads the signal, so
+ * an async callback that releases and seals again runs before the signal
+ * of the break it answers is read.  That signal must not recall the new
+ * seal: one recall per break, and the last seal is left alone.
+ */
+static void sole_handle_signal_read_after_reseal_is_stale(void **state)
+{
+	enum { ROUNDS = 30 };
+	struct reseal rs = { .seen = { 0 } };
+	struct imm_handle *h;
+	struct imm_ctx *ctx;
+	struct fx_log log;
+	char p[PATH_MAX];
+
+	(void)state;
+	fx_need_root("a scratch ext4 on a loop device");
+	make_file("reseal", p);
+	ctx = fx_ctx(&log);
+	assert_int_equal(imm_ctx_set_event_fn(ctx, release_and_reseal, &rs,
+					      IMM_EVENT_FN_ASYNC), 0);
+	h = fx_seal(ctx, p, IMM_SEAL_EXCLUSIVE, FILE_SIZE);
+	for (int i = 0; i < ROUNDS; i++) {
+		pid_t pid = fx_breaker_start(p, FX_OPEN_RDONLY);
+
+		assert_until(__atomic_load_n(&rs.done, __ATOMIC_SEQ_CST) == i + 1,
+			     20000);
+		fx_breaker_wait(pid);
+	}
+	/* a late false recall would come within the notifier's next look */
+	fx_pause_ms(200);
+	printf("# %d breaks, %d recalls\n", ROUNDS, rs.seen.recalls);
+	assert_int_equal(rs.seen.recalls, ROUNDS);
+	assert_int_equal(rs.seen.release_rc, 0);
+	assert_int_equal(rs.reseal_rc, 0);
+	assert_int_equal(imm_handle_get_state(h), IMM_STATE_SEALED);
+	assert_true(fx_leased(p));
+	assert_int_equal(log.errors, 0);
+	imm_handle_close(h);
+	imm_ctx_unref(ctx);
+}
+
+struct second {
+	struct seen seen;
+	const char *path_b;
+	pid_t breaker;
+	int fd;
+};
+
+/* On the first recall, break the other seal and return only once its
+ * recall is queued (the descriptor is readable again). */
+static void recall_breaks_the_other(struct imm_event *ev, void *data)
+{
+	struct second *sc = data;
+	struct pollfd p = { .fd = sc->fd, .events = POLLIN };
+
+	release_on_recall(ev, &sc->seen);
+	if (sc->breaker)
+		return;
+	sc->breaker = fx_breaker_start(sc->path_b, FX_OPEN_RDONLY);
+	assert_int_equal(poll(&p, 1, 10000), 1);
+}
+
+/*
+ * imm_ctx_dispatch() resets the descriptor after its callbacks, then takes
+ * the queue once more: a recall queued while a callback ran is handled in
+ * the same call, and nothing is left behind an unreadable descriptor.
+ */
+static void dispatch_handles_what_its_callbacks_let_in(void **state)
+{
+	struct second sc = { .seen = { 0 } };
+	struct pollfd p;
+	struct imm_handle *a, *b;
+	struct imm_ctx *ctx;
+	struct fx_log log;
+	char pa[PATH_MAX], pb[PATH_MAX];
+	pid_t pid;
+	int n;
+
+	(void)state;
+	fx_need_root("a scratch ext4 on a loop device");
+	make_file("second-a", pa);
+	make_file("second-b", pb);
+	sc.path_b = pb;
+	ctx = fx_ctx(&log);
+	sc.fd = imm_ctx_get_fd(ctx);
+	p = (struct pollfd){ .fd = sc.fd, .events = POLLIN };
+	assert_int_equal(imm_ctx_set_event_fn(ctx, recall_breaks_the_other, &sc,
+					      0), 0);
+	a = fx_seal(ctx, pa, IMM_SEAL_EXCLUSIVE, FILE_SIZE);
+	b = fx_seal(ctx, pb, IMM_SEAL_EXCLUSIVE, FILE_SIZE);
+	pid = fx_breaker_start(pa, FX_OPEN_RDONLY);
+	assert_int_equal(poll(&p, 1, 10000), 1);
+	n = imm_ctx_dispatch(ctx);
+	assert_int_equal(n, 2);
+	assert_int_equal(sc.seen.recalls, 2);
+	assert_int_equal(imm_handle_get_state(a), IMM_STATE_OPEN);
+	assert_int_equal(imm_handle_get_state(b), IMM_STATE_OPEN);
+	fx_breaker_wait(pid);
+	fx_breaker_wait(sc.breaker);
+	assert_int_equal(imm_ctx_dispatch(ctx), 0);
+	assert_int_equal(poll(&p, 1, 0), 0);
+	assert_int_equal(sc.seen.release_rc, 0);
+	assert_int_equal(log.errors, 0);
+	imm_handle_close(a);
+	imm_handle_close(b);
+	imm_ctx_unref(ctx);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(application_signals_stay_the_applications),
+		cmocka_unit_test(application_signals_stay_theirs_with_two_handles),
 		cmocka_unit_test(break_seen_while_application_signal_pending),
 		cmocka_unit_test(breaks_seen_when_the_marker_is_refused),
 		cmocka_unit_test(late_notifier_still_revokes_in_time),
 		cmocka_unit_test(fork_detected_despite_same_pid),
 		cmocka_unit_test(next_event_loop_sleeps_when_empty),
+		cmocka_unit_test(sole_handle_signal_read_after_reseal_is_stale),
+		cmocka_unit_test(dispatch_handles_what_its_callbacks_let_in),
 	};
 
 	return cmocka_run_group_tests(tests, fx_group_ext4_setup,
