@@ -88,7 +88,7 @@ static int by_offset(const void *a, const void *b)
 	return x->offset < y->offset ? -1 : x->offset > y->offset;
 }
 
-/* ctx->ndctl_lock held.  Returns how many bad ranges were found; the max
+/* imm_ndctl_lock() held.  Returns how many bad ranges were found; the max
  * lowest in the file are in out, sorted by file offset. */
 ssize_t imm_badblocks_intersect(const struct imm_pmem_loc *loc,
 				const struct imm_extent_map *map,
@@ -115,7 +115,7 @@ ssize_t imm_badblocks_intersect(const struct imm_pmem_loc *loc,
 	return (ssize_t)n;
 }
 
-/* ctx->ndctl_lock held: where the file lives, or why its media errors
+/* imm_ndctl_lock() held: where the file lives, or why its media errors
  * cannot be told.  1: an nvdimm with a linear layout; 0: not pmem. */
 static int locate_linear(struct imm_handle *h, int fd, struct imm_pmem_loc *loc)
 {
@@ -146,11 +146,13 @@ int imm_badblocks_check_seal(struct imm_handle *h,
 	ssize_t n = 0, i;
 	int r;
 
-	pthread_mutex_lock(&h->ctx->ndctl_lock);
-	r = locate_linear(h, h->fd, &loc);
-	if (r > 0)
-		n = imm_badblocks_intersect(&loc, map, start, end, bb, 16);
-	pthread_mutex_unlock(&h->ctx->ndctl_lock);
+	r = imm_ndctl_lock(h->ctx);
+	if (r == 0) {
+		r = locate_linear(h, h->fd, &loc);
+		if (r > 0)
+			n = imm_badblocks_intersect(&loc, map, start, end, bb, 16);
+		imm_ndctl_unlock(h->ctx);
+	}
 	if (r < 0) {
 		err(h->ctx, "IMM_SEAL_NO_BADBLOCKS: media errors cannot be "
 			    "checked on this file; seal without the flag");
@@ -206,14 +208,17 @@ IMM_EXPORT int imm_badblocks(struct imm_handle *h, struct imm_badblock *bb,
 	if (r == 0) {
 		/* where the file lives first: most files are not on pmem, and
 		 * need no extent map read */
-		pthread_mutex_lock(&h->ctx->ndctl_lock);
-		r = locate_linear(h, fd, &loc);
-		if (r > 0 && need_read)
-			r = imm_extent_map_read_file(h, fd, false, &map, &start,
-						     &end) ?: 1;
-		if (r > 0)
-			n = imm_badblocks_intersect(&loc, &map, start, end, bb, max);
-		pthread_mutex_unlock(&h->ctx->ndctl_lock);
+		r = imm_ndctl_lock(h->ctx);
+		if (r == 0) {
+			r = locate_linear(h, fd, &loc);
+			if (r > 0 && need_read)
+				r = imm_extent_map_read_file(h, fd, false, &map,
+							     &start, &end) ?: 1;
+			if (r > 0)
+				n = imm_badblocks_intersect(&loc, &map, start,
+							    end, bb, max);
+			imm_ndctl_unlock(h->ctx);
+		}
 	}
 	if (fd >= 0)
 		close(fd);

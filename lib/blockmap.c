@@ -314,13 +314,13 @@ static long cache_drop(int fd, uint64_t start, uint64_t end, bool writeback)
 
 /* h->lock held: the seal ends; readers of the file must not see copies
  * cached while the map was out. */
-void imm_block_map_forget(struct imm_handle *h)
+static int forget(struct imm_handle *h)
 {
 	uint64_t start, end;
 	long left;
 
 	if (!h->block_exported)
-		return;
+		return 0;
 	h->block_exported = false;
 	imm_range_align(h->seal_off, h->seal_len, h->block_size, &start, &end);
 	left = cache_drop(h->fd, start, end, false);
@@ -328,7 +328,10 @@ void imm_block_map_forget(struct imm_handle *h)
 		warn(h->ctx, "fd %d: %ld page(s) of the sealed range stay in the "
 			     "page cache (a process maps them): its reads may "
 			     "return bytes older than the device's", h->fd, left);
+	return 0;
 }
+
+static const struct imm_attach_ops block_map_attach = { .teardown = forget };
 
 /* h->lock held: the seal's map to hand out, copied; 0 with an empty map
  * when the handle has no live seal. */
@@ -447,6 +450,7 @@ static int commit(struct imm_handle *h, uint64_t gen)
 		return h->state == IMM_STATE_CLOSED ? -EBADF : -ESTALE;
 	}
 	h->block_exported = true;
+	imm_handle_attach(h, IMM_ATTACH_BLOCK_MAP, &block_map_attach);
 	return 0;
 }
 

@@ -119,15 +119,6 @@ IMM_EXPORT int imm_ctx_new(struct imm_ctx **ret_ctx)
 		free(ctx);
 		return -r;
 	}
-	r = pthread_mutex_init(&ctx->ndctl_lock, NULL);
-	if (r) {
-		pthread_cond_destroy(&ctx->revoke_cond);
-		pthread_mutex_destroy(&ctx->lock);
-		imm_fork_token_free(ctx);
-		pthread_mutex_destroy(&ctx->log_lock);
-		free(ctx);
-		return -r;
-	}
 	ctx->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (ctx->event_fd < 0) {
 		r = -errno;
@@ -142,7 +133,6 @@ IMM_EXPORT int imm_ctx_new(struct imm_ctx **ret_ctx)
 fail:
 	if (ctx->event_fd >= 0)
 		close(ctx->event_fd);
-	pthread_mutex_destroy(&ctx->ndctl_lock);
 	pthread_cond_destroy(&ctx->revoke_cond);
 	pthread_mutex_destroy(&ctx->lock);
 	imm_fork_token_free(ctx);
@@ -169,10 +159,11 @@ void imm_ctx_destroy(struct imm_ctx *ctx)
 		imm_event_purge_all(ctx);
 		pthread_cond_destroy(&ctx->revoke_cond);
 		pthread_mutex_destroy(&ctx->lock);
-		pthread_mutex_destroy(&ctx->ndctl_lock);
 		pthread_mutex_destroy(&ctx->log_lock);
 	}
-	imm_topology_free(ctx);
+	for (int m = 0; m < IMM_MODULES; m++)
+		if (ctx->modules[m].data)
+			ctx->modules[m].ops->free(ctx, ctx->modules[m].data);
 	close(ctx->event_fd);
 	imm_fork_token_free(ctx);
 	free(ctx->by_fd);
@@ -324,6 +315,23 @@ IMM_EXPORT int imm_ctx_get_lease_break_time(struct imm_ctx *ctx)
 		return r;
 	}
 	return v;
+}
+
+void *imm_ctx_module(struct imm_ctx *ctx, enum imm_module m,
+		     const struct imm_module_ops *ops)
+{
+	void *data;
+
+	pthread_mutex_lock(&ctx->lock);
+	if (!ctx->modules[m].data) {
+		ctx->modules[m].data = ops->make(ctx);
+		ctx->modules[m].ops = ops;
+	}
+	data = ctx->modules[m].data;
+	pthread_mutex_unlock(&ctx->lock);
+	if (!data)
+		err(ctx, "out of memory for the context's state");
+	return data;
 }
 
 /* The fd table: grown on demand, indexed by the handle's own fd. */

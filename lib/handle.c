@@ -252,6 +252,26 @@ IMM_EXPORT int imm_handle_close(struct imm_handle *h)
 	return r;
 }
 
+void imm_handle_attach(struct imm_handle *h, enum imm_attach_kind kind,
+		       const struct imm_attach_ops *ops)
+{
+	h->attached[kind] = ops;
+}
+
+/* Every kind up to @last, in order; the first failure stops it, since
+ * what that module keeps may still reach what the later ones guard. */
+int imm_handle_detach(struct imm_handle *h, enum imm_attach_kind last)
+{
+	for (int k = 0; k <= (int)last; k++) {
+		const struct imm_attach_ops *ops = h->attached[k];
+		int r = ops ? ops->teardown(h) : 0;
+
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 IMM_EXPORT struct imm_ctx *imm_handle_get_ctx(const struct imm_handle *h)
 {
 	return h ? h->ctx : NULL;

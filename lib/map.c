@@ -330,6 +330,16 @@ static void map_free(struct imm_map *m)
 }
 
 /* h->lock held: link the new mapping, unless the seal went meanwhile. */
+/* h->lock held: unmap every mapping, keep the address ranges reserved. */
+static int teardown_all(struct imm_handle *h)
+{
+	for (struct imm_map *m = h->maps; m; m = m->next)
+		map_delete(m);
+	return 0;
+}
+
+static const struct imm_attach_ops map_attach = { .teardown = teardown_all };
+
 static int map_commit(struct imm_handle *h, struct imm_map *m, uint64_t gen)
 {
 	if (gen != h->seal_gen || !seal_is_live(h)) {
@@ -341,6 +351,7 @@ static int map_commit(struct imm_handle *h, struct imm_map *m, uint64_t gen)
 	}
 	m->next = h->maps;
 	h->maps = m;
+	imm_handle_attach(h, IMM_ATTACH_MAP, &map_attach);
 	return 0;
 }
 
@@ -398,13 +409,6 @@ IMM_EXPORT int imm_map(struct imm_handle *h, uint64_t offset, uint64_t length,
 	return 0;
 }
 
-void imm_map_teardown_all(struct imm_handle *h)
-{
-	struct imm_map *m;
-
-	for (m = h->maps; m; m = m->next)
-		map_delete(m);
-}
 
 IMM_EXPORT int imm_unmap(struct imm_map *m)
 {
@@ -417,7 +421,8 @@ IMM_EXPORT int imm_unmap(struct imm_map *m)
 	if (imm_forked(h->ctx))
 		return imm_check_fork(h->ctx, "imm_unmap");
 	pthread_mutex_lock(&h->lock);
-	imm_verbs_retry_map(m);
+	if (m->mrs && m->mrs_retry)
+		m->mrs_retry(m);
 	if (m->mrs) {
 		pthread_mutex_unlock(&h->lock);
 		err(h->ctx, "imm_unmap: the mapping still has verbs registrations; "

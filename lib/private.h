@@ -55,6 +55,28 @@ struct pmem2_map;
 /* A mapping of a sealed range (map.c).  Lives until imm_unmap(); torn down
  * (pm == NULL, the address range left reserved: PROT_NONE anonymous memory
  * in place of the file, under libpmem2's object in dead) with the seal. */
+/*
+ * What lives on a handle's seal and must go before the seal does.  The
+ * modules above the seal attach themselves (imm_handle_attach()); the seal
+ * tears them down with imm_handle_detach() knowing nothing of them.  The
+ * kinds are in the one safe order: registrations (the NIC loses the memory
+ * first), mappings (then the CPU), the exported block map (its page cache
+ * is dropped while nothing moves yet).
+ */
+enum imm_attach_kind {
+	IMM_ATTACH_MR,		/* verbs.c */
+	IMM_ATTACH_MAP,		/* map.c */
+	IMM_ATTACH_BLOCK_MAP,	/* blockmap.c */
+	IMM_ATTACH_KINDS
+};
+
+struct imm_attach_ops {
+	/* h->lock held: tear down what this module has on h.  -errno when
+	 * something must stay (a NIC may still reach it): it stays listed,
+	 * nothing after it is torn down, and the next teardown retries. */
+	int (*teardown)(struct imm_handle *h);
+};
+
 struct imm_map {
 	struct imm_handle *h;		/* holds a reference */
 	struct imm_map *next;		/* h->maps, under h->lock */
@@ -66,10 +88,29 @@ struct imm_map {
 	uint32_t flags;
 	bool dax;			/* the file is DAX (statx) */
 	struct imm_mr *mrs;		/* verbs.c, under h->lock */
+	/* set by verbs.c with the first MR: retries deregistrations that
+	 * failed, so that imm_unmap() need not know of MRs */
+	int (*mrs_retry)(struct imm_map *m);
 	enum imm_granularity gran;
 	imm_persist_fn persist;
 	imm_flush_fn flush;
 	imm_drain_fn drain;
+};
+
+/*
+ * A module's state in a context (libndctl's context, the ODP caps cache):
+ * made by the module on first use, freed with the context by the function
+ * it gave.  The context knows neither.
+ */
+enum imm_module {
+	IMM_MODULE_NDCTL,	/* topology.c, badblocks.c */
+	IMM_MODULE_VERBS,	/* verbs.c */
+	IMM_MODULES
+};
+
+struct imm_module_ops {
+	void *(*make)(struct imm_ctx *ctx);		/* NULL: no memory */
+	void (*free)(struct imm_ctx *ctx, void *data);	/* also in a child */
 };
 
 struct imm_ctx {
@@ -142,19 +183,11 @@ struct imm_ctx {
 	pthread_cond_t revoke_cond;	/* CLOCK_MONOTONIC, with ctx->lock */
 	struct imm_event *late;		/* async events for the notifier */
 
-	/* RC ODP caps per verbs device context (verbs.c), under ctx->lock:
-	 * asked once, not on every registration */
-	struct imm_odp_cache {
-		const void *dev;	/* struct ibv_context * */
-		const void *device;	/* its struct ibv_device * */
-		uint64_t general;
-		uint32_t rc;
-	} odp_cache[4];
-	unsigned odp_cache_next;
-
-	/* libndctl is not thread-safe: one context, used under its lock */
-	pthread_mutex_t ndctl_lock;
-	struct ndctl_ctx *ndctl;
+	/* the modules' own state, see imm_ctx_module(); under ctx->lock */
+	struct {
+		void *data;
+		const struct imm_module_ops *ops;
+	} modules[IMM_MODULES];
 };
 
 struct imm_handle {
@@ -189,6 +222,7 @@ struct imm_handle {
 	ino_t ino;
 	struct imm_extent_map snapshot;
 	struct imm_map *maps;		/* under h->lock */
+	const struct imm_attach_ops *attached[IMM_ATTACH_KINDS];	/* h->lock */
 
 	/* BREAKING bookkeeping, under ctx->lock */
 	uint64_t break_ns;
@@ -239,11 +273,19 @@ void imm_ctx_destroy(struct imm_ctx *ctx);
 struct imm_handle *imm_ctx_handle_by_fd(struct imm_ctx *ctx, int fd);
 int imm_ctx_track(struct imm_ctx *ctx, struct imm_handle *h);
 void imm_ctx_untrack(struct imm_ctx *ctx, struct imm_handle *h);
+/* The module's state, made with ops->make() on first use; NULL (logged)
+ * when it cannot be made. */
+void *imm_ctx_module(struct imm_ctx *ctx, enum imm_module m,
+		     const struct imm_module_ops *ops);
 
 /* handle.c */
 struct imm_handle *imm_handle_ref(struct imm_handle *h);
 void imm_handle_unref(struct imm_handle *h);
 int imm_handle_dup_fd(struct imm_handle *h);
+/* h->lock held: see enum imm_attach_kind */
+void imm_handle_attach(struct imm_handle *h, enum imm_attach_kind kind,
+		       const struct imm_attach_ops *ops);
+int imm_handle_detach(struct imm_handle *h, enum imm_attach_kind last);
 
 /* fscheck.c */
 int imm_fscheck_type(struct imm_ctx *ctx, int fd, const char *what);
@@ -275,25 +317,19 @@ bool imm_extent_map_final(const struct imm_extent_map *map, uint64_t start,
 			  uint64_t end, uint64_t *ret_bad_offset,
 			  uint32_t *ret_bad_flags);
 
-/* blockmap.c: h->lock held, the seal ending: drop the page cache */
-void imm_block_map_forget(struct imm_handle *h);
 /* prepare.c */
 int imm_prepare(struct imm_handle *h, int fd, uint64_t start, uint64_t end);
 
-/* verbs.c: h->lock held; deregisters every MR of the handle's mappings.
- * An MR whose deregistration fails stays live and listed: -errno, and
- * the next teardown (or imm_verbs_retry_map() of its mapping) retries. */
-int imm_verbs_teardown_all(struct imm_handle *h);
-int imm_verbs_retry_map(struct imm_map *m);
-
-/* map.c: h->lock held; unmaps every mapping, keeps the address ranges */
-void imm_map_teardown_all(struct imm_handle *h);
+/* map.c */
 enum imm_granularity imm_map_probe(struct imm_handle *h, int fd, uint32_t flags);
 
 /* topology.c, badblocks.c */
-void imm_topology_free(struct imm_ctx *ctx);
+/* the context's libndctl context, for imm_pmem_locate() and its region:
+ * 0 and locked, or -ENOMEM */
+int imm_ndctl_lock(struct imm_ctx *ctx);
+void imm_ndctl_unlock(struct imm_ctx *ctx);
 struct imm_pmem_loc {
-	struct ndctl_region *region;	/* valid under ctx->ndctl_lock */
+	struct ndctl_region *region;	/* valid under imm_ndctl_lock() */
 	uint64_t data_offset;		/* region start -> disk start, bytes */
 	uint64_t part_start;		/* disk start -> filesystem, bytes */
 	bool linear;			/* sectors map 1:1 (not BTT) */
@@ -345,6 +381,9 @@ imm_handle_backend(const struct imm_handle *h)
 
 /* seal.c: teardown in the one safe order; h->lock held */
 int imm_seal_teardown(struct imm_handle *h, int new_state);
+/* seal.c, for the backends' error lines */
+int imm_seal_eacces(struct imm_ctx *ctx);
+bool imm_leases_disabled(void);
 int imm_seal_verify(struct imm_handle *h, struct imm_event **ret_ev);
 
 /* notify.c */

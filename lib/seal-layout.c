@@ -83,10 +83,7 @@ static int layout_check(struct imm_handle *h, uint32_t flags)
 
 static int layout_einval(struct imm_ctx *ctx)
 {
-	int enabled;
-
-	if (imm_read_sysctl_int("/proc/sys/fs/leases-enable", &enabled) == 0 &&
-	    !enabled)
+	if (imm_leases_disabled())
 		err(ctx, "layout seals are disabled with file leases "
 			 "(/proc/sys/fs/leases-enable is 0); enable them with: "
 			 "sysctl fs.leases-enable=1");
@@ -111,9 +108,7 @@ static int layout_error(struct imm_handle *h, int e)
 			 "else wait for the change to finish, and seal again");
 		return -EAGAIN;
 	case EACCES:
-		err(ctx, "only the file's owner or a process with CAP_LEASE can "
-			 "seal it; chown the file or grant CAP_LEASE");
-		return -EACCES;
+		return imm_seal_eacces(ctx);
 	case EBADF:
 		err(ctx, "the kernel refused the layout seal on this open (EBADF): "
 			 "an exclusive seal needs the file open for writing; open "

@@ -27,7 +27,6 @@ static int lease_type(uint32_t flags)
 static int lease_error(struct imm_handle *h, int e, int type)
 {
 	struct imm_ctx *ctx = h->ctx;
-	int enabled;
 
 	switch (e) {
 	case EAGAIN:
@@ -52,12 +51,9 @@ static int lease_error(struct imm_handle *h, int e, int type)
 				 "or take a shared seal");
 		return -EAGAIN;
 	case EACCES:
-		err(ctx, "only the file's owner or a process with CAP_LEASE can "
-			 "seal it; chown the file or grant CAP_LEASE");
-		return -EACCES;
+		return imm_seal_eacces(ctx);
 	case EINVAL:
-		if (imm_read_sysctl_int("/proc/sys/fs/leases-enable", &enabled) == 0 &&
-		    !enabled)
+		if (imm_leases_disabled())
 			err(ctx, "file leases are disabled (/proc/sys/fs/leases-enable "
 				 "is 0), and seals are built on them here; enable "
 				 "them with: sysctl fs.leases-enable=1");

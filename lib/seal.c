@@ -147,34 +147,24 @@ static void snapshot_drop(struct imm_handle *h)
 	imm_extent_map_free(&old);
 }
 
-/*
- * Registrations, then mappings: the NIC loses the memory before the CPU
- * does.  Stops at an MR whose deregistration failed, since the NIC may
- * still reach the pages, and nothing under it may go.  h->lock held.
- */
+/* Registrations, then mappings: what reaches the memory.  h->lock held. */
 static int revoke_memory(struct imm_handle *h)
 {
-	int r = imm_verbs_teardown_all(h);
-
-	if (r == 0)
-		imm_map_teardown_all(h);
-	return r;
+	return imm_handle_detach(h, IMM_ATTACH_MAP);
 }
 
 /*
- * The one safe order: registrations, then mappings, then the seal: the NIC
- * loses the memory before the CPU does, and both before the blocks can
- * move.  A step that fails leaves the state as the kernel has it -- the
- * seal kept, the handle SEALED or BREAKING -- so that a later release or
- * close tries again.  h->lock held.
+ * What lives on the seal first (enum imm_attach_kind), then the seal: the
+ * blocks can move only once nothing reaches them.  A step that fails
+ * leaves the state as the kernel has it -- the seal kept, the handle
+ * SEALED or BREAKING -- so that a later release or close tries again.
+ * h->lock held.
  */
 int imm_seal_teardown(struct imm_handle *h, int new_state)
 {
 	int r;
 
-	r = revoke_memory(h);
-	if (r == 0)
-		imm_block_map_forget(h);	/* while nothing moves yet */
+	r = imm_handle_detach(h, IMM_ATTACH_KINDS - 1);
 	if (r == 0 && is_sealed(h->state))
 		r = imm_handle_backend(h)->unseal(h);
 	if (r < 0)
@@ -185,6 +175,23 @@ int imm_seal_teardown(struct imm_handle *h, int new_state)
 	h->state = new_state;
 	description_unclaim(h);
 	return 0;
+}
+
+/* For both backends: the kernel's EACCES on a seal. */
+int imm_seal_eacces(struct imm_ctx *ctx)
+{
+	err(ctx, "only the file's owner or a process with CAP_LEASE can seal "
+		 "it; chown the file or grant CAP_LEASE");
+	return -EACCES;
+}
+
+/* For both backends: layout seals are leases to the kernel's switch too. */
+bool imm_leases_disabled(void)
+{
+	int enabled;
+
+	return imm_read_sysctl_int("/proc/sys/fs/leases-enable", &enabled) == 0 &&
+	       !enabled;
 }
 
 /* Each way a struct imm_seal_opts can be wrong, said as what to change. */

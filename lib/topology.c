@@ -36,35 +36,82 @@ static void ndctl_log_fwd(struct ndctl_ctx *nd, int priority, const char *file,
 	imm_log(ctx, priority, file, line, fn, "libndctl: %s", msg);
 }
 
-/* ctx->ndctl_lock held */
-static int ndctl_get(struct imm_ctx *ctx, struct ndctl_ctx **ret)
-{
-	int r;
+/* libndctl is not thread-safe: one context per ours, used under a lock */
+struct ndctl_state {
+	pthread_mutex_t lock;
+	struct ndctl_ctx *nd;		/* made on first use */
+};
 
-	if (!ctx->ndctl) {
-		r = ndctl_new(&ctx->ndctl);
-		if (r < 0) {
-			err(ctx, "ndctl_new: %s", strerror(-r));
-			ctx->ndctl = NULL;
-			return r;
-		}
-		ndctl_set_userdata(ctx->ndctl, ctx);
-		ndctl_set_log_fn(ctx->ndctl, ndctl_log_fwd);
-		ndctl_set_log_priority(ctx->ndctl, ctx->log_priority);
-	} else {
-		/* namespaces may have been reconfigured since the last look */
-		ndctl_invalidate(ctx->ndctl);
-		ndctl_set_log_priority(ctx->ndctl, ctx->log_priority);
+static void *ndctl_state_make(struct imm_ctx *ctx)
+{
+	struct ndctl_state *s = calloc(1, sizeof(*s));
+
+	(void)ctx;
+	if (s && pthread_mutex_init(&s->lock, NULL)) {
+		free(s);
+		s = NULL;
 	}
-	*ret = ctx->ndctl;
+	return s;
+}
+
+static void ndctl_state_free(struct imm_ctx *ctx, void *data)
+{
+	struct ndctl_state *s = data;
+
+	if (s->nd)
+		ndctl_unref(s->nd);
+	/* a child's copy of the lock may be held by a parent's thread */
+	if (!imm_forked(ctx))
+		pthread_mutex_destroy(&s->lock);
+	free(s);
+}
+
+static const struct imm_module_ops ndctl_module = {
+	.make = ndctl_state_make,
+	.free = ndctl_state_free,
+};
+
+int imm_ndctl_lock(struct imm_ctx *ctx)
+{
+	struct ndctl_state *s = imm_ctx_module(ctx, IMM_MODULE_NDCTL,
+					       &ndctl_module);
+
+	if (!s)
+		return -ENOMEM;
+	pthread_mutex_lock(&s->lock);
 	return 0;
 }
 
-void imm_topology_free(struct imm_ctx *ctx)
+void imm_ndctl_unlock(struct imm_ctx *ctx)
 {
-	if (ctx->ndctl)
-		ndctl_unref(ctx->ndctl);
-	ctx->ndctl = NULL;
+	struct ndctl_state *s = ctx->modules[IMM_MODULE_NDCTL].data;
+
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* imm_ndctl_lock() held */
+static int ndctl_get(struct imm_ctx *ctx, struct ndctl_ctx **ret)
+{
+	struct ndctl_state *s = ctx->modules[IMM_MODULE_NDCTL].data;
+	int r;
+
+	if (!s->nd) {
+		r = ndctl_new(&s->nd);
+		if (r < 0) {
+			err(ctx, "ndctl_new: %s", strerror(-r));
+			s->nd = NULL;
+			return r;
+		}
+		ndctl_set_userdata(s->nd, ctx);
+		ndctl_set_log_fn(s->nd, ndctl_log_fwd);
+		ndctl_set_log_priority(s->nd, ctx->log_priority);
+	} else {
+		/* namespaces may have been reconfigured since the last look */
+		ndctl_invalidate(s->nd);
+		ndctl_set_log_priority(s->nd, ctx->log_priority);
+	}
+	*ret = s->nd;
+	return 0;
 }
 
 static void copy_name(char *dst, size_t n, const char *src)
@@ -179,7 +226,7 @@ static void fill_namespace(struct ndctl_region *region,
 	t->data_offset = loc->data_offset;
 }
 
-/* ctx->ndctl_lock held: fill what is known about the device under fd; loc
+/* imm_ndctl_lock() held: fill what is known about the device under fd; loc
  * (valid until the lock is dropped) when it is an nvdimm namespace. */
 int imm_pmem_locate(struct imm_handle *h, int fd, struct imm_topology *t,
 		    struct imm_pmem_loc *loc)
@@ -235,9 +282,11 @@ IMM_EXPORT int imm_topology_query(struct imm_handle *h, struct imm_topology *top
 	if (fd < 0)
 		return fd;
 
-	pthread_mutex_lock(&h->ctx->ndctl_lock);
-	r = imm_pmem_locate(h, fd, &t, &loc);
-	pthread_mutex_unlock(&h->ctx->ndctl_lock);
+	r = imm_ndctl_lock(h->ctx);
+	if (r == 0) {
+		r = imm_pmem_locate(h, fd, &t, &loc);
+		imm_ndctl_unlock(h->ctx);
+	}
 	if (r == 0) {
 		if (imm_fd_is_dax(fd))
 			t.flags |= IMM_TOPO_DAX;

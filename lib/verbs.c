@@ -112,24 +112,55 @@ static uint32_t odp_needs(int access)
 	return need;
 }
 
+/* RC ODP caps per verbs device context, the context's verbs state */
+struct odp_cache {
+	struct odp_caps {
+		const struct ibv_context *dev;
+		const struct ibv_device *device;
+		uint64_t general;
+		uint32_t rc;
+	} e[4];
+	unsigned next;
+};
+
+static void *odp_cache_make(struct imm_ctx *ctx)
+{
+	(void)ctx;
+	return calloc(1, sizeof(struct odp_cache));
+}
+
+static void odp_cache_free(struct imm_ctx *ctx, void *data)
+{
+	(void)ctx;
+	free(data);
+}
+
+static const struct imm_module_ops verbs_module = {
+	.make = odp_cache_make,
+	.free = odp_cache_free,
+};
+
 /* The device's ODP caps, asked once per device context and kept in the
- * context (a registration should not pay for a device query). */
+ * context (a registration should not pay for a device query); asked every
+ * time if there is no memory to keep them. */
 static int odp_caps(struct imm_ctx *ctx, struct ibv_context *dev,
 		    uint64_t *general, uint32_t *rc)
 {
+	struct odp_cache *cache = imm_ctx_module(ctx, IMM_MODULE_VERBS,
+						 &verbs_module);
+	struct odp_caps *c, once = { 0 };
 	struct ibv_device_attr_ex attr;
-	struct imm_odp_cache *c;
 	int r = 0;
 
 	pthread_mutex_lock(&ctx->lock);
-	for (c = ctx->odp_cache; c < ctx->odp_cache + 4; c++)
+	for (c = cache ? cache->e : &once; cache && c < cache->e + 4; c++)
 		if (c->dev == dev && c->device == dev->device)
 			break;
-	if (c == ctx->odp_cache + 4) {
+	if (!cache || c == cache->e + 4) {
 		memset(&attr, 0, sizeof(attr));
 		r = -ibv_query_device_ex(dev, NULL, &attr);
-		c = &ctx->odp_cache[ctx->odp_cache_next++ % 4];
-		*c = (struct imm_odp_cache){ dev, dev->device,
+		c = cache ? &cache->e[cache->next++ % 4] : &once;
+		*c = (struct odp_caps){ dev, dev->device,
 			attr.odp_caps.general_caps,
 			attr.odp_caps.per_transport_caps.rc_odp_caps };
 		if (r < 0)
@@ -406,14 +437,6 @@ static int mr_teardown(struct imm_mr *mr)
 	return 0;
 }
 
-/* h->lock held: link an MR, as an orphan that the next teardown or
- * imm_unmap() retries and frees. */
-static void link_mr(struct imm_mr *mr)
-{
-	mr->next = mr->m->mrs;
-	mr->m->mrs = mr;
-}
-
 /* h->lock held: free the orphans of m whose deregistration has worked. */
 static void reap_orphans(struct imm_map *m)
 {
@@ -429,6 +452,55 @@ static void reap_orphans(struct imm_map *m)
 			pp = &mr->next;
 		}
 	}
+}
+
+/* h->lock held: deregister every MR of the handle's mappings; the first
+ * error if one could not be (it stays live and listed, and the next
+ * teardown, or imm_unmap() of its mapping, retries). */
+static int teardown_all(struct imm_handle *h)
+{
+	struct imm_map *m;
+	struct imm_mr *mr;
+	int r = 0, e;
+
+	for (m = h->maps; m; m = m->next) {
+		for (mr = m->mrs; mr; mr = mr->next) {
+			e = mr_teardown(mr);
+			if (e < 0 && r == 0)
+				r = e;
+		}
+		reap_orphans(m);
+	}
+	return r;
+}
+
+/* h->lock held: retry the MRs of m whose deregistration failed before. */
+static int retry_map(struct imm_map *m)
+{
+	struct imm_mr *mr;
+	int r = 0, e;
+
+	for (mr = m->mrs; mr; mr = mr->next) {
+		if (!mr->dereg_failed)
+			continue;
+		e = mr_teardown(mr);
+		if (e < 0 && r == 0)
+			r = e;
+	}
+	reap_orphans(m);
+	return r;
+}
+
+static const struct imm_attach_ops mr_attach = { .teardown = teardown_all };
+
+/* h->lock held: link an MR to its mapping, which then knows how to retry
+ * it, and the handle how to tear it down. */
+static void link_mr(struct imm_mr *mr)
+{
+	mr->next = mr->m->mrs;
+	mr->m->mrs = mr;
+	mr->m->mrs_retry = retry_map;
+	imm_handle_attach(mr->m->h, IMM_ATTACH_MR, &mr_attach);
 }
 
 /*
@@ -453,8 +525,7 @@ static int reg_commit(struct imm_mr *mr, uint64_t gen, bool *ret_kept)
 		}
 		return h->state == IMM_STATE_CLOSED ? -EBADF : -ESTALE;
 	}
-	mr->next = mr->m->mrs;
-	mr->m->mrs = mr;
+	link_mr(mr);
 	return 0;
 }
 
@@ -529,42 +600,6 @@ IMM_EXPORT int imm_reg_mr(struct imm_map *m, struct ibv_pd *pd,
 	    imm_mr_mode_name(mr->mode), mr->rkey);
 	*ret_mr = mr;
 	return 0;
-}
-
-/* h->lock held: deregister every MR of the handle's mappings; the first
- * error if one could not be (it stays live, and is retried next time). */
-int imm_verbs_teardown_all(struct imm_handle *h)
-{
-	struct imm_map *m;
-	struct imm_mr *mr;
-	int r = 0, e;
-
-	for (m = h->maps; m; m = m->next) {
-		for (mr = m->mrs; mr; mr = mr->next) {
-			e = mr_teardown(mr);
-			if (e < 0 && r == 0)
-				r = e;
-		}
-		reap_orphans(m);
-	}
-	return r;
-}
-
-/* h->lock held: retry the MRs of m whose deregistration failed before. */
-int imm_verbs_retry_map(struct imm_map *m)
-{
-	struct imm_mr *mr;
-	int r = 0, e;
-
-	for (mr = m->mrs; mr; mr = mr->next) {
-		if (!mr->dereg_failed)
-			continue;
-		e = mr_teardown(mr);
-		if (e < 0 && r == 0)
-			r = e;
-	}
-	reap_orphans(m);
-	return r;
 }
 
 IMM_EXPORT int imm_dereg_mr(struct imm_mr *mr)
