@@ -2,7 +2,7 @@
 /*
  * block-io: swap-style I/O to a sealed file, straight to its block device.
  *
- *   block-io [--size BYTES] [--seconds S] [--until-recall] FILE
+ *   block-io [--size BYTES] [--seconds S] [--until-recall] [--late-write] FILE
  *
  * It fills FILE (made or resized to --size, default 64 MiB) through the
  * filesystem, seals it exclusively, takes its block map and does 4 KiB
@@ -19,6 +19,9 @@
  * truncated, the blocks the truncate freed are read on the device: they
  * must hold what they held at the release, which proves that no write of
  * this program reached them after the filesystem could give them away.
+ * --late-write tests that check: after the release it writes one freed
+ * block once more, as a program that did not stop in time would, and the
+ * check must then fail (exit 1, "bad_pages":1).
  *
  * Public API only (and liburing).  One JSON line per phase on stdout; exit
  * 0 when everything checked out.
@@ -230,6 +233,26 @@ static int check_after(struct state *s, uint64_t size)
 	return r;
 }
 
+/* --late-write: what a program that ignored the recall would do, to one
+ * block the truncate freed, so that the check can be seen to catch it. */
+static int late_write(struct state *s, uint64_t size)
+{
+	uint64_t p = (size + PAGE - 1) / PAGE;
+	int fd, r = 0;
+
+	if (p >= s->pages)
+		return die("--late-write: the truncate freed no block", EINVAL);
+	fd = open(s->device, O_WRONLY | O_DIRECT | O_CLOEXEC);
+	if (fd < 0)
+		return die(s->device, errno);
+	page_fill(s->buf, p, s->version[p] + 1);
+	if (pwrite(fd, s->buf, PAGE, (off_t)s->dev_off[p]) != PAGE)
+		r = die("--late-write", errno ? errno : EIO);
+	close(fd);
+	printf("{\"phase\":\"late_write\",\"page\":%" PRIu64 "}\n", p);
+	return r;
+}
+
 /* A truncate recalled the seal: it completes once the seal is released. */
 static uint64_t settled_size(const char *path, uint64_t was)
 {
@@ -257,12 +280,13 @@ static uint64_t size_arg(const char *a)
 }
 
 static int parse(int argc, char **argv, struct state *s, uint64_t *seconds,
-		 bool *until_recall)
+		 bool *until_recall, bool *late)
 {
 	static const struct option opts[] = {
 		{ "size", required_argument, NULL, 's' },
 		{ "seconds", required_argument, NULL, 't' },
 		{ "until-recall", no_argument, NULL, 'u' },
+		{ "late-write", no_argument, NULL, 'L' },
 		{ 0 }
 	};
 	int c;
@@ -274,6 +298,8 @@ static int parse(int argc, char **argv, struct state *s, uint64_t *seconds,
 			*seconds = strtoull(optarg, NULL, 0);
 		else if (c == 'u')
 			*until_recall = true;
+		else if (c == 'L')
+			*late = true;
 		else
 			return -1;
 	}
@@ -327,13 +353,14 @@ int main(int argc, char **argv)
 	struct state s = { .size = 64ull << 20, .rng = 0x2545f4914f6cdd1dull,
 			   .dev_fd = -1 };
 	uint64_t seconds = 1;
-	bool until_recall = false;
+	bool until_recall = false, late = false;
+	uint64_t size;
 	struct imm_ctx *ctx;
 	int r;
 
-	if (parse(argc, argv, &s, &seconds, &until_recall) < 0) {
+	if (parse(argc, argv, &s, &seconds, &until_recall, &late) < 0) {
 		fprintf(stderr, "usage: block-io [--size BYTES] [--seconds S] "
-				"[--until-recall] FILE\n");
+				"[--until-recall] [--late-write] FILE\n");
 		return 2;
 	}
 	s.dev_off = calloc(s.pages, sizeof(*s.dev_off));
@@ -352,9 +379,11 @@ int main(int argc, char **argv)
 		return die("imm_ctx_new", -r);
 	imm_ctx_set_event_fn(ctx, on_event, &s, 0);
 	r = seal_and_io(&s, ctx, seconds, until_recall);
+	size = !r && s.recalled ? settled_size(s.path, s.size) : s.size;
+	if (!r && late)
+		r = late_write(&s, size);
 	if (!r)
-		r = check_after(&s, s.recalled ? settled_size(s.path, s.size) :
-						 s.size);
+		r = check_after(&s, size);
 	imm_ctx_unref(ctx);
 	io_uring_queue_exit(&s.ring);
 	free(s.dev_off);

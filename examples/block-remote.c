@@ -4,7 +4,7 @@
  * fabric (NVMe over Fabrics), told where they are by the file's owner.
  *
  *   block-remote serve FILE PORT [SIZE]
- *   block-remote client HOST PORT DEVICE
+ *   block-remote client [--late-write] HOST PORT DEVICE
  *
  * The server fills FILE (SIZE bytes, default 32 MiB) through the
  * filesystem, seals it exclusively, takes its block map and hands it to a
@@ -17,11 +17,15 @@
  * server checks with pread that every acknowledged write is in the file,
  * and on its own device that the blocks the truncate freed hold what was
  * acknowledged: nothing landed after the acknowledgement.
+ * client --late-write tests that check: it writes one page more, left out
+ * of its acknowledgement, as a client that did not stop would; the server's
+ * check must then fail ("1 not as acknowledged").
  *
  * Protocol, one TCP connection: the server sends "MAP gen n size\n", n
  * lines "EXT offset dev_offset length\n", "END\n"; later "RECALL gen\n".
  * The client answers "STOPPED pages\n" and one little-endian u32 version
- * per page.  Public API only.
+ * per page; a RECALL of another generation than its map's is a protocol
+ * error.  Public API only.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -177,8 +181,10 @@ static int wait_stopped(struct server *s, int c, uint32_t *version)
 {
 	char line[64];
 	unsigned long long pages;
+	int len = snprintf(line, sizeof(line), "RECALL %" PRIu64 "\n",
+			   s->generation);
 
-	if (write_all(c, "RECALL\n", 7) < 0 || read_line(c, line, sizeof(line)) ||
+	if (write_all(c, line, (size_t)len) < 0 || read_line(c, line, sizeof(line)) ||
 	    sscanf(line, "STOPPED %llu", &pages) != 1 || pages != s->pages ||
 	    read_all(c, version, s->pages * sizeof(*version)) < 0)
 		return fail("the client's acknowledgement", EPROTO);
@@ -316,7 +322,7 @@ static int connect_to(const char *host, const char *port)
 }
 
 static int receive_map(int c, struct imm_block_extent **ext, int *n,
-		       uint64_t *size)
+		       uint64_t *size, uint64_t *ret_gen)
 {
 	unsigned long long gen, sz, o, d, l;
 	char line[128];
@@ -325,6 +331,7 @@ static int receive_map(int c, struct imm_block_extent **ext, int *n,
 	    sscanf(line, "MAP %llu %d %llu", &gen, n, &sz) != 3 || *n <= 0)
 		return -1;
 	*size = sz;
+	*ret_gen = gen;
 	*ext = calloc((size_t)*n, sizeof(**ext));
 	for (int i = 0; *ext && i < *n; i++) {
 		if (read_line(c, line, sizeof(line)) ||
@@ -375,30 +382,57 @@ static int client_io(int c, int dev, const struct imm_block_extent *ext,
 	return 0;
 }
 
-static int cmd_client(const char *host, const char *port, const char *device)
+/* --late-write: the last page once more, left out of the acknowledgement
+ * (a truncate to less than the whole file frees it). */
+static int late_write(int dev, const struct imm_block_extent *ext, int n,
+		      uint64_t pages, const uint32_t *version)
+{
+	uint64_t pg = pages - 1;
+	unsigned char *b;
+	int r = 0;
+
+	if (posix_memalign((void **)&b, PAGE, PAGE))
+		return fail("memory", ENOMEM);
+	page_fill(b, pg, version[pg] + 1);
+	if (pwrite(dev, b, PAGE, (off_t)dev_offset_of(ext, n, pg * PAGE)) != PAGE)
+		r = fail("--late-write", errno ? errno : EIO);
+	printf("client: --late-write: page %" PRIu64 " written once more, not "
+	       "acknowledged\n", pg);
+	fflush(stdout);
+	free(b);
+	return r;
+}
+
+static int cmd_client(const char *host, const char *port, const char *device,
+		      bool late)
 {
 	struct imm_block_extent *ext = NULL;
 	uint32_t *version = NULL;
-	uint64_t size = 0;
+	uint64_t size = 0, gen = 0, rgen;
 	char line[64], recall[32];
 	int c, dev, n = 0, len, r;
 
 	c = connect_to(host, port);
 	if (c < 0)
 		return fail("connect", errno ? errno : ECONNREFUSED);
-	if (receive_map(c, &ext, &n, &size) < 0)
+	if (receive_map(c, &ext, &n, &size, &gen) < 0)
 		return fail("receiving the map", EPROTO);
 	version = calloc(size / PAGE, sizeof(*version));
 	dev = open(device, O_RDWR | O_DIRECT | O_CLOEXEC);
 	if (!version || dev < 0)
 		return fail(device, version ? errno : ENOMEM);
 	r = client_io(c, dev, ext, n, size / PAGE, version);
+	if (!r && late)
+		r = late_write(dev, ext, n, size / PAGE, version);
 	close(dev);	/* every write has completed: acknowledge */
 	len = snprintf(line, sizeof(line), "STOPPED %" PRIu64 "\n", size / PAGE);
 	for (uint64_t p = 0; p < size / PAGE; p++)
 		version[p] = htole32(version[p]);
-	if (!r && (read_line(c, recall, sizeof(recall)) || strcmp(recall, "RECALL") ||
-		   write_all(c, line, (size_t)len) < 0 ||
+	if (!r && (read_line(c, recall, sizeof(recall)) ||
+		   sscanf(recall, "RECALL %" SCNu64, &rgen) != 1 || rgen != gen))
+		r = fail("the recall names another generation than the map's",
+			 EPROTO);
+	if (!r && (write_all(c, line, (size_t)len) < 0 ||
 		   write_all(c, version, size / PAGE * sizeof(*version)) < 0))
 		r = fail("acknowledging", EPROTO);
 	close(c);
@@ -413,8 +447,11 @@ int main(int argc, char **argv)
 		return cmd_serve(argv[2], argv[3], argc > 4 ?
 				 strtoull(argv[4], NULL, 0) : 32ull << 20);
 	if (argc == 5 && !strcmp(argv[1], "client"))
-		return cmd_client(argv[2], argv[3], argv[4]);
+		return cmd_client(argv[2], argv[3], argv[4], false);
+	if (argc == 6 && !strcmp(argv[1], "client") &&
+	    !strcmp(argv[2], "--late-write"))
+		return cmd_client(argv[3], argv[4], argv[5], true);
 	fprintf(stderr, "usage: block-remote serve FILE PORT [SIZE]\n"
-			"       block-remote client HOST PORT DEVICE\n");
+			"       block-remote client [--late-write] HOST PORT DEVICE\n");
 	return 2;
 }

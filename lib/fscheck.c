@@ -28,6 +28,7 @@
 #define SYSFS_MAGIC 0x62656572u
 #define CIFS_MAGIC 0xFF534D42u
 #define ZFS_MAGIC 0x2fc12fc1u
+#define BCACHEFS_MAGIC 0xca451a4eu
 
 static const struct fs_policy {
 	uint64_t magic;
@@ -40,11 +41,17 @@ static const struct fs_policy {
 	{ XFS_MAGIC, "xfs", true, true, NULL },
 	{ TMPFS_MAGIC, "tmpfs", true, false, NULL },
 	{ BTRFS_MAGIC, "btrfs", false, true,
-	  "btrfs writes out of place (copy-on-write), so every write moves blocks" },
+	  "btrfs writes out of place (copy-on-write), so every write moves "
+	  "blocks, checksums them, and may keep them on several devices (RAID): "
+	  "a write straight to a block would not be the file's" },
 	{ F2FS_MAGIC, "f2fs", false, true,
 	  "f2fs is log-structured: its cleaner moves blocks at any time" },
 	{ ZFS_MAGIC, "zfs", false, false,
-	  "zfs writes out of place and has no stable block map" },
+	  "zfs writes out of place, checksums every block and spreads them over "
+	  "its pool: it has no stable block map" },
+	{ BCACHEFS_MAGIC, "bcachefs", false, true,
+	  "bcachefs writes out of place (copy-on-write), checksums and may "
+	  "compress or replicate extents: it has no stable block map" },
 	{ NFS_MAGIC, "nfs", false, false,
 	  "the block map of an NFS file lives on the server; clients cannot lease it" },
 	{ CIFS_MAGIC, "cifs", false, false,

@@ -277,9 +277,9 @@ void fx_mount_opts(struct fx_fs *fs, const char *kind, unsigned size_mb,
 		assert_true(fd >= 0);
 		assert_int_equal(ftruncate(fd, (off_t)size_mb << 20), 0);
 		close(fd);
-		if (!strcmp(kind, "xfs"))
-			assert_int_equal(fx_run("mkfs.xfs -q -f %s %s", mkfs_opts ?
-					     mkfs_opts : "", fs->img), 0);
+		if (!strcmp(kind, "xfs") || !strcmp(kind, "btrfs"))
+			assert_int_equal(fx_run("mkfs.%s -q -f %s %s >/dev/null", kind,
+					     mkfs_opts ? mkfs_opts : "", fs->img), 0);
 		else
 			assert_int_equal(fx_run("mkfs.%s -q -F %s %s >/dev/null 2>&1",
 					     kind, mkfs_opts ? mkfs_opts : "",

@@ -616,6 +616,40 @@ static void device_mapper_node(void **state)
 				"rmdir %s && rm %s", mnt, loop, mnt, img), 0);
 }
 
+/* ext4 on an md RAID1 of two loop devices: the md node, not a member
+ * (a write there reaches both mirrors; one to a member would not). */
+static void md_node(void **state)
+{
+	char img[2][PATH_MAX], mnt[PATH_MAX], loop[2][64], path[PATH_MAX + 16];
+	char md[64];
+
+	(void)state;
+	fx_need_root("md RAID1 on two loop devices");
+	need_kernel((access("/proc/mdstat", F_OK) == 0 ||
+		     fx_run("modprobe -a md_mod raid1 2>/dev/null") == 0) &&
+		    fx_run("command -v mdadm >/dev/null") == 0,
+		    "md RAID1 (CONFIG_MD_RAID1) and mdadm");
+	for (int i = 0; i < 2; i++) {
+		fx_path(&fx_ext4, i ? "md1.img" : "md0.img", img[i]);
+		loop_attach(img[i], 64, loop[i], sizeof(loop[i]));
+	}
+	fx_path(&fx_ext4, "md.mnt", mnt);
+	/* a number of its own: without udev no /dev/md/NAME link appears */
+	snprintf(md, sizeof(md), "/dev/md127");
+	assert_int_equal(fx_run("mdadm --create %s --run --quiet --level=1 "
+				"--raid-devices=2 --metadata=1.2 --assume-clean "
+				"--homehost=any %s %s 2>/dev/null", md, loop[0],
+				loop[1]), 0);
+	assert_int_equal(fx_run("mkfs.ext4 -q -F %s >/dev/null && mkdir -p %s && "
+				"mount %s %s", md, mnt, md, mnt), 0);
+	snprintf(path, sizeof(path), "%s/data", mnt);
+	write_file(path, MiB, 15);
+	write_through_map(path, md, IMM_BDEV_SEALED, 16);
+	assert_int_equal(fx_run("umount %s && mdadm --stop --quiet %s && "
+				"losetup -d %s %s && rmdir %s && rm %s %s", mnt,
+				md, loop[0], loop[1], mnt, img[0], img[1]), 0);
+}
+
 /* A file in the realtime section of an XFS: its blocks are on the rt
  * device, and FIEMAP's addresses are that device's. */
 static void xfs_realtime_device(void **state)
@@ -699,6 +733,7 @@ int main(void)
 		cmocka_unit_test(refuses_inline_data),
 		cmocka_unit_test(refuses_encrypted_files),
 		cmocka_unit_test(device_mapper_node),
+		cmocka_unit_test(md_node),
 		cmocka_unit_test(xfs_realtime_device),
 		cmocka_unit_test(bad_arguments),
 	};

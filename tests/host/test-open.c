@@ -205,6 +205,53 @@ static void refuse_unsupported_filesystems(void **state)
 	fx_umount(&ramfs);
 }
 
+/* Does this kernel mount @fs?  (/proc/filesystems, no module loading) */
+static bool kernel_has(const char *fs)
+{
+	char line[128];
+	bool found = false;
+	FILE *f = fopen("/proc/filesystems", "re");
+
+	while (f && !found && fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		found = !strcmp(strrchr(line, '\t') ? strrchr(line, '\t') + 1 :
+				line, fs);
+	}
+	if (f)
+		fclose(f);
+	return found;
+}
+
+/* A real btrfs: refused at open, and the line says why (copy-on-write,
+ * checksums, RAID), not just "not supported". */
+static void refuse_btrfs_and_say_why(void **state)
+{
+	struct imm_handle *h = NULL;
+	struct fx_fs btrfs;
+	struct fx_log log;
+	struct imm_ctx *ctx;
+	char p[PATH_MAX];
+
+	(void)state;
+	fx_need_root("mounting a btrfs on a loop device");
+	if (!kernel_has("btrfs") && system("modprobe -q btrfs") != 0) {
+		printf("SKIP: this kernel has no btrfs (not in /proc/filesystems, "
+		       "no module); unit-fscheck checks the refusal by magic\n");
+		skip();
+	}
+	fx_mount(&btrfs, "btrfs", 128, NULL);
+	fx_path(&btrfs, "f", p);
+	fx_write_pattern(p, 0, 65536, 3);
+	ctx = fx_ctx(&log);
+	assert_int_equal(imm_handle_open(ctx, p, IMM_RDWR, &h), -EOPNOTSUPP);
+	assert_null(h);
+	printf("# %s\n", log.last);
+	assert_non_null(strstr(log.last, "on btrfs"));
+	assert_non_null(strstr(log.last, "checksums"));
+	imm_ctx_unref(ctx);
+	fx_umount(&btrfs);
+}
+
 static void refuse_active_swapfile(void **state)
 {
 	char p[PATH_MAX], cmd[PATH_MAX * 5];
@@ -370,6 +417,7 @@ int main(void)
 		cmocka_unit_test(open_refers_to_the_checked_file),
 		cmocka_unit_test(refuse_devices_and_sockets),
 		cmocka_unit_test(refuse_unsupported_filesystems),
+		cmocka_unit_test(refuse_btrfs_and_say_why),
 		cmocka_unit_test(refuse_active_swapfile),
 		cmocka_unit_test(from_fd_shares_the_open_file),
 		cmocka_unit_test(from_fd_refusals),

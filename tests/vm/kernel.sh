@@ -20,8 +20,8 @@ VM_STAGE1_MODULES=(virtio virtio_ring virtio_pci 9pnet_virtio 9p)
 # request_module for them in time, and rxe, xfs and ext4 fail without them.
 VM_STAGE2_MODULES=(crypto-crc32 crypto-crc32c libcrc32c configfs
 	xfs ext4 nfit libnvdimm nd_pmem nd_btt dax_pmem device_dax
-	virtio_pmem virtio_blk virtio_net dummy loop dm_mod nvme
-	nvmet nvmet_tcp nvme_tcp
+	virtio_pmem virtio_blk virtio_net dummy loop dm_mod md_mod raid1 nvme
+	nvmet nvmet_tcp nvme_tcp nvmet_rdma nvme_rdma
 	ib_core ib_uverbs rdma_ucm rdma_cm rdma_rxe)
 
 kernel_select() {  # name
