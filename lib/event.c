@@ -31,6 +31,13 @@ struct imm_event *imm_event_new(int type, struct imm_handle *h)
 	return ev;
 }
 
+IMM_EXPORT struct imm_event *imm_event_ref(struct imm_event *ev)
+{
+	if (ev)
+		atomic_fetch_add(&ev->refcount, 1);
+	return ev;
+}
+
 IMM_EXPORT struct imm_event *imm_event_unref(struct imm_event *ev)
 {
 	if (ev && atomic_fetch_sub(&ev->refcount, 1) == 1) {
@@ -248,7 +255,10 @@ IMM_EXPORT int imm_ctx_dispatch(struct imm_ctx *ctx)
 	 * posted before the reset is taken by that second pass, what is
 	 * posted after it kicks the fd again.  Resetting before the first
 	 * pass would be as correct and one system call slower to the recall.
+	 * The reset comes after callbacks that may close the last handle and
+	 * drop the application's reference: hold one of our own till the end.
 	 */
+	imm_ctx_ref(ctx);
 	for (bool reset = false;; reset = true) {
 		for (ev = take_all(ctx); ev; ev = next) {
 			next = ev->next;
@@ -272,12 +282,12 @@ IMM_EXPORT int imm_ctx_dispatch(struct imm_ctx *ctx)
 			break;
 		if (read(ctx->event_fd, &count, sizeof(count)) < 0 &&
 		    errno != EAGAIN) {
-			r = -errno;
-			put_back(ctx, kept, kept_tail);
-			return r;
+			n = -errno;
+			break;
 		}
 	}
 	put_back(ctx, kept, kept_tail);
+	imm_ctx_unref(ctx);	/* may free it, as the last event's unref did */
 	return n;
 }
 

@@ -85,6 +85,7 @@ int imm_ctx_dispatch(struct imm_ctx *ctx);
 int imm_ctx_next_event(struct imm_ctx *ctx, struct imm_event **ret_event);
 
 struct imm_event *imm_event_unref(struct imm_event *ev);
+struct imm_event *imm_event_ref(struct imm_event *ev);	/* LIBIMMUTABLE_1.3 */
 int imm_event_get_type(const struct imm_event *ev);
 const char *imm_event_type_name(int type);
 struct imm_handle *imm_event_get_handle(const struct imm_event *ev);

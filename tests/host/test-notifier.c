@@ -519,22 +519,24 @@ static void sole_handle_signal_read_after_reseal_is_stale(void **state)
 struct second {
 	struct seen seen;
 	const char *path_b;
+	struct imm_handle *b;
 	pid_t breaker;
-	int fd;
 };
 
 /* On the first recall, break the other seal and return only once its
- * recall is queued (the descriptor is readable again). */
+ * recall is queued: the notifier queues it right after it marks the seal
+ * BREAKING (the descriptor cannot tell: it is still readable from the
+ * first recall, as dispatch resets it after the callbacks). */
 static void recall_breaks_the_other(struct imm_event *ev, void *data)
 {
 	struct second *sc = data;
-	struct pollfd p = { .fd = sc->fd, .events = POLLIN };
 
 	release_on_recall(ev, &sc->seen);
 	if (sc->breaker)
 		return;
 	sc->breaker = fx_breaker_start(sc->path_b, FX_OPEN_RDONLY);
-	assert_int_equal(poll(&p, 1, 10000), 1);
+	assert_until(imm_handle_get_state(sc->b) == IMM_STATE_BREAKING, 10000);
+	fx_pause_ms(200);
 }
 
 /*
@@ -559,12 +561,12 @@ static void dispatch_handles_what_its_callbacks_let_in(void **state)
 	make_file("second-b", pb);
 	sc.path_b = pb;
 	ctx = fx_ctx(&log);
-	sc.fd = imm_ctx_get_fd(ctx);
-	p = (struct pollfd){ .fd = sc.fd, .events = POLLIN };
+	p = (struct pollfd){ .fd = imm_ctx_get_fd(ctx), .events = POLLIN };
 	assert_int_equal(imm_ctx_set_event_fn(ctx, recall_breaks_the_other, &sc,
 					      0), 0);
 	a = fx_seal(ctx, pa, IMM_SEAL_EXCLUSIVE, FILE_SIZE);
 	b = fx_seal(ctx, pb, IMM_SEAL_EXCLUSIVE, FILE_SIZE);
+	sc.b = b;
 	pid = fx_breaker_start(pa, FX_OPEN_RDONLY);
 	assert_int_equal(poll(&p, 1, 10000), 1);
 	n = imm_ctx_dispatch(ctx);
@@ -583,6 +585,110 @@ static void dispatch_handles_what_its_callbacks_let_in(void **state)
 	imm_ctx_unref(ctx);
 }
 
+static void keep_event(struct imm_event *ev, void *data)
+{
+	struct imm_event **kept = data;
+
+	if (imm_event_get_type(ev) == IMM_EVENT_RECALL && !*kept)
+		*kept = imm_event_ref(ev);
+}
+
+/*
+ * A callback may keep its event past its return with imm_event_ref(): it
+ * stays readable (under ASan, a use after free otherwise) and holds its
+ * handle until the matching imm_event_unref().
+ */
+static void callback_keeps_its_event_with_ref(void **state)
+{
+	struct imm_event *kept = NULL;
+	struct imm_handle *h;
+	struct imm_ctx *ctx;
+	struct fx_log log;
+	char p[PATH_MAX];
+	pid_t pid;
+
+	(void)state;
+	fx_need_root("a scratch ext4 on a loop device");
+	make_file("keep", p);
+	ctx = fx_ctx(&log);
+	assert_null(imm_event_ref(NULL));
+	assert_int_equal(imm_ctx_set_event_fn(ctx, keep_event, &kept, 0), 0);
+	h = fx_seal(ctx, p, IMM_SEAL_EXCLUSIVE, FILE_SIZE);
+	pid = fx_breaker_start(p, FX_OPEN_RDONLY);
+	assert_until(kept || fx_dispatch_wait(ctx, 100) < 0, 20000);
+	assert_non_null(kept);
+	/* the dispatch that ran the callback has returned: ours is the
+	 * reference left, and the handle is still the event's */
+	assert_int_equal(imm_event_get_type(kept), IMM_EVENT_RECALL);
+	assert_ptr_equal(imm_event_get_handle(kept), h);
+	assert_int_equal(imm_event_get_generation(kept), imm_handle_get_generation(h));
+	assert_int_equal(imm_release(h), 0);
+	fx_breaker_wait(pid);
+	assert_null(imm_event_unref(kept));
+	assert_int_equal(log.errors, 0);
+	imm_handle_close(h);
+	imm_ctx_unref(ctx);
+}
+
+struct last_ref {
+	struct imm_ctx *ctx;
+	int recalls;
+};
+
+/* Close the handle and drop the application's only context reference:
+ * the event being dispatched holds the last one. */
+static void close_and_drop_ctx(struct imm_event *ev, void *data)
+{
+	struct last_ref *lr = data;
+
+	if (imm_event_get_type(ev) != IMM_EVENT_RECALL || !lr->ctx)
+		return;
+	lr->recalls++;
+	imm_handle_close(imm_event_get_handle(ev));
+	imm_ctx_unref(lr->ctx);
+	lr->ctx = NULL;
+}
+
+/*
+ * A dispatch callback that closes the last handle and drops the last
+ * reference the application had: the context lives until dispatch
+ * returns, and goes then (the fuzzer found dispatch reading the freed
+ * context when it reset the descriptor after its callbacks; ASan, in
+ * scripts/test-all's third step, fails this test on that code).
+ */
+static void dispatch_survives_a_callback_dropping_the_last_ref(void **state)
+{
+	struct last_ref lr = { 0 };
+	struct pollfd p;
+	struct imm_ctx *ctx;
+	char path[PATH_MAX];
+	unsigned fds;
+	pid_t pid;
+	int n;
+
+	(void)state;
+	fx_need_root("a scratch ext4 on a loop device");
+	make_file("last-ref", path);
+	fds = fx_count_fds();
+	ctx = fx_ctx(NULL);
+	lr.ctx = ctx;
+	assert_int_equal(imm_ctx_set_event_fn(ctx, close_and_drop_ctx, &lr, 0), 0);
+	(void)fx_seal(ctx, path, IMM_SEAL_EXCLUSIVE, FILE_SIZE);
+	p = (struct pollfd){ .fd = imm_ctx_get_fd(ctx), .events = POLLIN };
+	pid = fx_breaker_start(path, FX_OPEN_RDONLY);
+	assert_int_equal(poll(&p, 1, 10000), 1);
+	/* the notifier holds the handle while it verifies the map after the
+	 * recall: let it finish, so that the event's reference is the last
+	 * (on a slow machine it may not be yet, and the test proves less) */
+	fx_pause_ms(300);
+	n = imm_ctx_dispatch(ctx);	/* the last reference goes in here */
+	assert_int_equal(n, 1);
+	assert_int_equal(lr.recalls, 1);
+	fx_breaker_wait(pid);
+	/* its fds went with it (the notifier's exit is joined by the free) */
+	assert_until(fx_count_fds() == fds, 5000);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -595,6 +701,8 @@ int main(void)
 		cmocka_unit_test(next_event_loop_sleeps_when_empty),
 		cmocka_unit_test(sole_handle_signal_read_after_reseal_is_stale),
 		cmocka_unit_test(dispatch_handles_what_its_callbacks_let_in),
+		cmocka_unit_test(callback_keeps_its_event_with_ref),
+		cmocka_unit_test(dispatch_survives_a_callback_dropping_the_last_ref),
 	};
 
 	return cmocka_run_group_tests(tests, fx_group_ext4_setup,
