@@ -71,9 +71,11 @@ IMM_EXPORT int imm_layout_query(struct imm_handle *h, uint64_t offset,
 	} else {
 		out.flags |= IMM_LAYOUT_FINAL;	/* nothing to prepare */
 	}
-	/* Copy what the caller's (maybe older, smaller) struct has room for. */
+	/* Copy what the caller's (maybe older, smaller) struct has room for,
+	 * and say how much that was: a newer caller learns which fields an
+	 * older library left alone. */
 	n = info->sz < sizeof(out) ? info->sz : sizeof(out);
-	out.sz = info->sz;
+	out.sz = n;
 	memcpy(info, &out, n);
 out:
 	pthread_mutex_unlock(&h->lock);

@@ -292,9 +292,10 @@ IMM_EXPORT int imm_topology_query(struct imm_handle *h, struct imm_topology *top
 			t.flags |= IMM_TOPO_DAX;
 		t.gran_sync = imm_map_probe(h, fd, IMM_MAP_SYNC);
 		t.gran_page_ok = imm_map_probe(h, fd, IMM_MAP_PAGE_OK);
-		/* what the caller's (maybe older, smaller) struct has room for */
-		t.sz = topo->sz;
-		memcpy(topo, &t, topo->sz < sizeof(t) ? topo->sz : sizeof(t));
+		/* what the caller's (maybe older, smaller) struct has room
+		 * for, and how much that was (as imm_layout_query() says) */
+		t.sz = topo->sz < sizeof(t) ? topo->sz : sizeof(t);
+		memcpy(topo, &t, t.sz);
 	}
 	close(fd);
 	return r;

@@ -490,6 +490,22 @@ static void topology_not_pmem(void **state)
 	assert_string_equal(t.blockdev, "");	/* no block device at all */
 	assert_int_equal(t.flags, 0);
 	assert_int_equal(t.gran_page_ok, IMM_GRANULARITY_PAGE);
+	{
+		/* a program built against a newer, larger struct: told how
+		 * much this library filled, the rest left alone */
+		struct { struct imm_topology t; unsigned char newer[24]; } big;
+
+		memset(&big, 0xab, sizeof(big));
+		big.t.sz = sizeof(big);
+		assert_int_equal(imm_topology_query(h, &big.t), 0);
+		assert_int_equal(big.t.sz, sizeof(struct imm_topology));
+		for (size_t i = 0; i < sizeof(big.newer); i++)
+			assert_int_equal(big.newer[i], 0xab);
+		/* an older, smaller one: exactly its own size */
+		big.t.sz = offsetof(struct imm_topology, disk);
+		assert_int_equal(imm_topology_query(h, &big.t), 0);
+		assert_int_equal(big.t.sz, offsetof(struct imm_topology, disk));
+	}
 	imm_handle_close(h);
 	fx_umount(&tmp);
 	if (log.errors)

@@ -409,6 +409,25 @@ static void layout_query_errors(void **state)
 	li.sz = 1;
 	assert_int_equal(imm_layout_query(h, 0, 0, &li), -EINVAL);
 	li.sz = sizeof(li);
+	{
+		/* a newer program's larger struct: told how much was filled,
+		 * its own fields left alone; an older one's: its own size */
+		struct { struct imm_layout_info li; unsigned char newer[24]; } big;
+
+		memset(&big, 0xab, sizeof(big));
+		big.li.sz = sizeof(big);
+		assert_int_equal(imm_layout_query(h, 0, 0, &big.li), 0);
+		assert_int_equal(big.li.sz, sizeof(struct imm_layout_info));
+		assert_int_equal(big.li.file_size, 1 << 20);
+		for (size_t i = 0; i < sizeof(big.newer); i++)
+			assert_int_equal(big.newer[i], 0xab);
+		big.li.sz = offsetof(struct imm_layout_info, file_size) +
+			    sizeof(big.li.file_size);
+		assert_int_equal(imm_layout_query(h, 0, 0, &big.li), 0);
+		assert_int_equal(big.li.sz, offsetof(struct imm_layout_info,
+						     file_size) +
+					    sizeof(big.li.file_size));
+	}
 	/* to EOF, and the last byte alone, are inside */
 	assert_int_equal(imm_layout_query(h, 0, 0, &li), 0);
 	assert_int_equal(li.file_size, 1 << 20);
