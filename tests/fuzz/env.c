@@ -230,6 +230,17 @@ static void mkfile(char *out, const struct fx_fs *fs, const char *name)
 	close(fd);
 }
 
+static bool setup_done;
+
+/* A fixture assertion exits through cmocka, whose line libFuzzer's fork
+ * mode does not echo ("error:"): say it in the words it does echo. */
+static void setup_failed(void)
+{
+	if (!setup_done)
+		fprintf(stderr, "ERROR: fuzz: the setup failed before any input "
+				"(the fixture's reason is above)\n");
+}
+
 void fz_env_init(void)
 {
 	const char *req = getenv("IMM_REQUIRE_ROOT");
@@ -239,6 +250,7 @@ void fz_env_init(void)
 				"(it mounts a tmpfs and an ext4)\n");
 		exit(req && !strcmp(req, "1") ? 1 : 77);
 	}
+	atexit(setup_failed);
 	/* Mounts only this process sees, gone with it even after a crash. */
 	if (unshare(CLONE_NEWNS) < 0 ||
 	    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
@@ -268,6 +280,7 @@ void fz_env_init(void)
 		fz_die("symlink %s: %m", odd[3]);
 	snprintf(odd[4], sizeof(odd[4]), "/dev/null");
 	breaker_start();
+	setup_done = true;
 }
 
 /* ---------------------------------------------------------------- checks */
