@@ -250,7 +250,6 @@ void imm_notifier_on_break_fd(struct imm_ctx *ctx, int fd)
 static void ask_sole(struct imm_ctx *ctx)
 {
 	struct imm_handle *h;
-
 	bool sealed;
 
 	pthread_mutex_lock(&ctx->lock);

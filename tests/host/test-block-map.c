@@ -582,10 +582,23 @@ static void write_through_map(const char *path, const char *want_dev,
 	free(ext);
 }
 
+/* ext4 made on dev and mounted on mnt: a file written through the
+ * filesystem, then through the map at dev, read back through the file. */
+static void ext4_through_map(const char *dev, const char *mnt, unsigned seed)
+{
+	char path[PATH_MAX + 16];
+
+	assert_int_equal(fx_run("mkfs.ext4 -q -F %s >/dev/null && mkdir -p %s && "
+				"mount %s %s", dev, mnt, dev, mnt), 0);
+	snprintf(path, sizeof(path), "%s/data", mnt);
+	write_file(path, MiB, seed);
+	write_through_map(path, dev, IMM_BDEV_SEALED, seed + 1);
+}
+
 /* ext4 on a dm-linear target: the dm node, not the loop under it. */
 static void device_mapper_node(void **state)
 {
-	char img[PATH_MAX], mnt[PATH_MAX], loop[64], path[PATH_MAX + 16];
+	char img[PATH_MAX], mnt[PATH_MAX], loop[64];
 	char dm[64] = "";
 	FILE *f;
 
@@ -606,11 +619,7 @@ static void device_mapper_node(void **state)
 	assert_non_null(fgets(dm, sizeof(dm), f));
 	pclose(f);
 	dm[strcspn(dm, "\n")] = '\0';
-	assert_int_equal(fx_run("mkfs.ext4 -q -F %s >/dev/null && mkdir -p %s && "
-				"mount %s %s", dm, mnt, dm, mnt), 0);
-	snprintf(path, sizeof(path), "%s/data", mnt);
-	write_file(path, MiB, 11);
-	write_through_map(path, dm, IMM_BDEV_SEALED, 12);
+	ext4_through_map(dm, mnt, 11);
 	assert_int_equal(fx_run("umount %s && DM_DISABLE_UDEV=1 dmsetup remove "
 				"--noudevsync imm-test-dm && losetup -d %s && "
 				"rmdir %s && rm %s", mnt, loop, mnt, img), 0);
@@ -620,7 +629,7 @@ static void device_mapper_node(void **state)
  * (a write there reaches both mirrors; one to a member would not). */
 static void md_node(void **state)
 {
-	char img[2][PATH_MAX], mnt[PATH_MAX], loop[2][64], path[PATH_MAX + 16];
+	char img[2][PATH_MAX], mnt[PATH_MAX], loop[2][64];
 	char md[64];
 
 	(void)state;
@@ -640,11 +649,7 @@ static void md_node(void **state)
 				"--raid-devices=2 --metadata=1.2 --assume-clean "
 				"--homehost=any %s %s 2>/dev/null", md, loop[0],
 				loop[1]), 0);
-	assert_int_equal(fx_run("mkfs.ext4 -q -F %s >/dev/null && mkdir -p %s && "
-				"mount %s %s", md, mnt, md, mnt), 0);
-	snprintf(path, sizeof(path), "%s/data", mnt);
-	write_file(path, MiB, 15);
-	write_through_map(path, md, IMM_BDEV_SEALED, 16);
+	ext4_through_map(md, mnt, 15);
 	assert_int_equal(fx_run("umount %s && mdadm --stop --quiet %s && "
 				"losetup -d %s %s && rmdir %s && rm %s %s", mnt,
 				md, loop[0], loop[1], mnt, img[0], img[1]), 0);
